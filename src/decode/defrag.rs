@@ -1,0 +1,180 @@
+//! IP fragment reassembly with bounded memory.
+//!
+//! etherparse's `IpDefragBuf` puts the pieces of one datagram together (overlaps, holes,
+//! order); its `IpDefragPool` is documented as unsafe against memory exhaustion, so the
+//! table of datagrams in progress, its limits and its timeouts are ours.
+
+use std::net::IpAddr;
+
+use etherparse::defrag::IpDefragBuf;
+use etherparse::{IpFragOffset, IpNumber};
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+
+use super::{Fragment, VlanTags};
+
+/// Datagrams reassembled at once.
+pub const MAX_DATAGRAMS: usize = 4096;
+/// Bytes held by datagrams in progress.
+pub const MAX_BYTES: usize = 16 * 1024 * 1024;
+/// A datagram whose first fragment is older than this (capture time) is dropped.
+pub const TIMEOUT_NS: i64 = 30_000_000_000;
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct DefragStats {
+    pub fragments: u64,
+    pub reassembled: u64,
+    pub timed_out: u64,
+    /// Dropped to stay within the limits.
+    pub evicted: u64,
+    pub invalid: u64,
+}
+
+#[derive(Hash, PartialEq, Eq, Clone, Copy)]
+struct Key {
+    vlan: VlanTags,
+    src: IpAddr,
+    dst: IpAddr,
+    id: u32,
+    proto: u8,
+}
+
+struct Pending {
+    buf: IpDefragBuf,
+    first_ts: i64,
+}
+
+#[derive(Default)]
+pub struct Defragmenter {
+    table: FxHashMap<Key, Pending>,
+    bytes: usize,
+    last_sweep: i64,
+    pub stats: DefragStats,
+}
+
+impl Defragmenter {
+    /// Adds a fragment; returns the whole transport-layer datagram once complete.
+    pub fn add(&mut self, f: &Fragment<'_>, ts: i64) -> Option<Vec<u8>> {
+        self.stats.fragments += 1;
+        if ts - self.last_sweep > 1_000_000_000 {
+            self.expire(ts);
+        }
+        let key = Key {
+            vlan: f.vlan,
+            src: f.src,
+            dst: f.dst,
+            id: f.id,
+            proto: f.proto,
+        };
+        if !self.table.contains_key(&key)
+            && (self.table.len() >= MAX_DATAGRAMS || self.bytes >= MAX_BYTES)
+        {
+            self.evict_oldest();
+        }
+        let entry = self.table.entry(key).or_insert_with(|| Pending {
+            buf: IpDefragBuf::new(IpNumber(f.proto), Vec::new(), Vec::new()),
+            first_ts: ts,
+        });
+        let before = entry.buf.data().capacity();
+        let offset = IpFragOffset::try_new(f.offset).unwrap_or(IpFragOffset::ZERO);
+        let ok = entry.buf.add(offset, f.more, f.payload).is_ok();
+        let after = entry.buf.data().capacity();
+        self.bytes = self.bytes + after - before.min(after);
+        if !ok {
+            self.stats.invalid += 1;
+            self.remove(&key);
+            return None;
+        }
+        if entry.buf.is_complete() {
+            let p = self.remove(&key)?;
+            self.stats.reassembled += 1;
+            return Some(p.buf.take_bufs().0);
+        }
+        None
+    }
+
+    fn remove(&mut self, key: &Key) -> Option<Pending> {
+        let p = self.table.remove(key)?;
+        self.bytes -= p.buf.data().capacity().min(self.bytes);
+        Some(p)
+    }
+
+    fn evict_oldest(&mut self) {
+        if let Some(key) = self
+            .table
+            .iter()
+            .min_by_key(|(_, p)| p.first_ts)
+            .map(|(k, _)| *k)
+        {
+            self.remove(&key);
+            self.stats.evicted += 1;
+        }
+    }
+
+    /// Drops datagrams that did not complete in time.
+    pub fn expire(&mut self, now: i64) {
+        self.last_sweep = now;
+        let before = self.table.len();
+        let mut freed = 0;
+        self.table.retain(|_, p| {
+            let keep = now - p.first_ts <= TIMEOUT_NS;
+            if !keep {
+                freed += p.buf.data().capacity();
+            }
+            keep
+        });
+        self.bytes -= freed.min(self.bytes);
+        self.stats.timed_out += (before - self.table.len()) as u64;
+    }
+
+    /// Datagrams still incomplete at the end of the input count as timed out.
+    pub fn finish(&mut self) {
+        self.stats.timed_out += self.table.len() as u64;
+        self.table.clear();
+        self.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frag(id: u32, offset: u16, more: bool, payload: &[u8]) -> Fragment<'_> {
+        Fragment {
+            vlan: VlanTags::default(),
+            src_mac: None,
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "10.0.0.2".parse().unwrap(),
+            id,
+            proto: 17,
+            offset,
+            more,
+            payload,
+        }
+    }
+
+    #[test]
+    fn reassembles_out_of_order() {
+        let mut d = Defragmenter::default();
+        assert!(d.add(&frag(1, 1, false, b"ijkl"), 0).is_none());
+        assert_eq!(
+            d.add(&frag(1, 0, true, b"abcdefgh"), 1).unwrap(),
+            b"abcdefghijkl"
+        );
+        assert_eq!(d.stats.reassembled, 1);
+        assert_eq!(d.bytes, 0);
+    }
+
+    #[test]
+    fn bounded_under_flood() {
+        let mut d = Defragmenter::default();
+        let data = vec![0u8; 1480];
+        for id in 0..(MAX_DATAGRAMS as u32 * 3) {
+            d.add(&frag(id, 0, true, &data), 0);
+            assert!(d.table.len() <= MAX_DATAGRAMS);
+        }
+        assert_eq!(d.stats.evicted, MAX_DATAGRAMS as u64 * 2);
+        d.expire(TIMEOUT_NS + 1);
+        assert_eq!(d.stats.timed_out, MAX_DATAGRAMS as u64);
+    }
+}

@@ -1,0 +1,149 @@
+//! A bounded flow table with idle expiry, as two generations: new and touched flows live in
+//! the current map; when it is full, or the idle timeout has passed since the last turn, the
+//! previous generation is dropped (flows nobody touched for a whole generation) and the
+//! current one becomes previous. O(1) per packet, no per-entry timers, at most twice the
+//! generation size in memory.
+
+use rustc_hash::FxHashMap;
+
+use super::FlowKey;
+
+pub struct FlowTable<V> {
+    cur: FxHashMap<FlowKey, V>,
+    old: FxHashMap<FlowKey, V>,
+    gen_cap: usize,
+    idle_ns: i64,
+    turned_at: i64,
+    /// Flows dropped because the table was full.
+    pub evicted: u64,
+    /// Flows dropped after being idle.
+    pub expired: u64,
+}
+
+impl<V> FlowTable<V> {
+    /// `max_flows` bounds the entries held; idle flows go after `idle_ns` to twice that.
+    pub fn new(max_flows: usize, idle_ns: i64) -> FlowTable<V> {
+        FlowTable {
+            cur: FxHashMap::default(),
+            old: FxHashMap::default(),
+            gen_cap: (max_flows / 2).max(1),
+            idle_ns,
+            turned_at: i64::MIN,
+            evicted: 0,
+            expired: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.cur.len() + self.old.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Turns generations when due; `dropped` sees every flow that goes.
+    ///
+    /// Idle turns happen at multiples of the idle timeout in capture time, the same instants
+    /// on every worker, so which flows expire does not depend on how many workers there are.
+    pub fn maintain(&mut self, now: i64, dropped: &mut impl FnMut(FlowKey, V)) {
+        let window = now.div_euclid(self.idle_ns.max(1));
+        if self.turned_at == i64::MIN {
+            self.turned_at = window;
+        }
+        let full = self.cur.len() >= self.gen_cap;
+        let windows = window.saturating_sub(self.turned_at);
+        if !full && windows < 1 {
+            return;
+        }
+        let n = self.old.len() as u64;
+        let old = std::mem::replace(&mut self.old, std::mem::take(&mut self.cur));
+        if full && windows < 1 {
+            self.evicted += n;
+        } else {
+            self.expired += n;
+        }
+        for (k, v) in old {
+            dropped(k, v);
+        }
+        if windows >= 2 {
+            // Two windows without a turn: the flows just moved are idle too.
+            self.expired += self.old.len() as u64;
+            for (k, v) in std::mem::take(&mut self.old) {
+                dropped(k, v);
+            }
+        }
+        if windows >= 1 {
+            self.turned_at = window;
+        }
+    }
+
+    /// Looks a flow up, moving it to the current generation.
+    pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut V> {
+        if !self.cur.contains_key(key) {
+            let v = self.old.remove(key)?;
+            self.cur.insert(*key, v);
+        }
+        self.cur.get_mut(key)
+    }
+
+    pub fn insert(&mut self, key: FlowKey, v: V) -> &mut V {
+        self.old.remove(&key);
+        self.cur.entry(key).insert_entry(v).into_mut()
+    }
+
+    pub fn remove(&mut self, key: &FlowKey) -> Option<V> {
+        self.cur.remove(key).or_else(|| self.old.remove(key))
+    }
+
+    /// Empties the table at the end of the input.
+    pub fn drain(&mut self) -> impl Iterator<Item = (FlowKey, V)> + '_ {
+        self.cur.drain().chain(self.old.drain())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::VlanTags;
+
+    fn key(i: u16) -> FlowKey {
+        FlowKey::new(
+            VlanTags::default(),
+            ("10.0.0.1".parse().unwrap(), i),
+            ("10.0.0.2".parse().unwrap(), 80),
+            6,
+        )
+        .0
+    }
+
+    #[test]
+    fn bounded_and_keeps_touched_flows() {
+        let mut t = FlowTable::new(100, i64::MAX);
+        let mut gone = 0;
+        t.insert(key(0), 0);
+        for i in 1..1000u16 {
+            t.maintain(0, &mut |_, _| gone += 1);
+            t.insert(key(i), i);
+            assert!(
+                t.get_mut(&key(0)).is_some(),
+                "a flow in use is never evicted"
+            );
+            assert!(t.len() <= 100);
+        }
+        assert_eq!(t.evicted, gone);
+        assert!(gone > 800);
+    }
+
+    #[test]
+    fn idle_flows_expire() {
+        let mut t = FlowTable::new(100, 10);
+        t.insert(key(1), 1);
+        t.maintain(0, &mut |_, _| {});
+        t.maintain(10, &mut |_, _| {});
+        assert_eq!(t.len(), 1, "one window idle: kept");
+        t.maintain(20, &mut |_, _| {});
+        assert!(t.is_empty());
+        assert_eq!(t.expired, 1);
+    }
+}

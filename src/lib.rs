@@ -1,0 +1,18 @@
+//! kavwatch: finds the hosts that still talk to Kaspersky's update, telemetry, activation and
+//! management servers after the US ban, from the names in their DNS queries, TLS ClientHellos
+//! and HTTP requests.
+//!
+//! Pipeline, one module per stage: [`capture`] -> [`decode`] -> [`flow`] hash ->
+//! [`pipeline`] workers ([`worker`], parsers in [`proto`], [`rules`]) -> [`observation`]s ->
+//! [`host`] verdicts -> [`output`].
+
+pub mod capture;
+pub mod decode;
+pub mod flow;
+pub mod host;
+pub mod observation;
+pub mod output;
+pub mod pipeline;
+pub mod proto;
+pub mod rules;
+pub mod worker;

@@ -1,0 +1,110 @@
+//! What the workers find: one `Observation` per name in a DNS query, TLS ClientHello or
+//! HTTP request that a rule matched, with the evidence around it.
+
+use std::net::IpAddr;
+
+use crate::decode::VlanTags;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Via {
+    Dns,
+    Tls,
+    Http,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Dns => "dns",
+            Via::Tls => "tls",
+            Via::Http => "http",
+        }
+    }
+}
+
+/// Where a packet came from: input file and packet number in it, and its place in the whole run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    /// Index over all packets of all inputs, in reading order.
+    pub seq: u64,
+    pub input: u32,
+    /// 1-based, as Wireshark numbers frames.
+    pub packet: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsAnswer {
+    pub name: String,
+    pub rtype: u16,
+    /// Address or target name; empty for other record types.
+    pub data: String,
+    pub ttl: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsDetail {
+    pub id: u16,
+    pub qtype: u16,
+    /// `None` when no response was seen.
+    pub rcode: Option<u8>,
+    pub answers: Vec<DnsAnswer>,
+    /// Only the response was seen (the host is then the response's destination).
+    pub response_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsDetail {
+    pub versions: Vec<u16>,
+    pub alpn: Vec<String>,
+    pub ech: bool,
+    pub ja4: String,
+    pub records: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpDetail {
+    pub method: String,
+    pub path: String,
+    pub version: String,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Detail {
+    Dns(DnsDetail),
+    Tls(TlsDetail),
+    Http(HttpDetail),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    pub ts_ns: i64,
+    pub pos: Position,
+    pub vlan: VlanTags,
+    pub src: IpAddr,
+    pub sport: u16,
+    pub dst: IpAddr,
+    pub dport: u16,
+    pub proto: u8,
+    /// The client: DNS querier, ClientHello sender, HTTP requester.
+    pub host: IpAddr,
+    pub domain: String,
+    /// Index of the matching rule.
+    pub rule: u32,
+    pub detail: Detail,
+}
+
+impl Observation {
+    pub fn via(&self) -> Via {
+        match self.detail {
+            Detail::Dns(_) => Via::Dns,
+            Detail::Tls(_) => Via::Tls,
+            Detail::Http(_) => Via::Http,
+        }
+    }
+
+    /// The order of events in every output: packet time, then input position.
+    pub fn sort_key(&self) -> (i64, Position) {
+        (self.ts_ns, self.pos)
+    }
+}

@@ -1,0 +1,171 @@
+//! Events: one JSON line per observation (the `--events` contract).
+
+use std::io::{self, Write};
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use super::{rfc3339, vlan_opt};
+use crate::host::cutoff_for;
+use crate::observation::{Detail, Observation};
+use crate::proto::{dns, tls};
+use crate::rules::matcher::Rules;
+use crate::rules::model::Category;
+
+pub fn rcode_name(rcode: u8) -> String {
+    match rcode {
+        0 => "NOERROR".into(),
+        1 => "FORMERR".into(),
+        2 => "SERVFAIL".into(),
+        3 => "NXDOMAIN".into(),
+        4 => "NOTIMP".into(),
+        5 => "REFUSED".into(),
+        n => format!("RCODE{n}"),
+    }
+}
+
+#[derive(Serialize)]
+struct AnswerOut<'a> {
+    rrname: &'a str,
+    rrtype: String,
+    rdata: &'a str,
+    ttl: u32,
+}
+
+#[derive(Serialize)]
+struct DnsOut<'a> {
+    id: u16,
+    query_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rcode: Option<String>,
+    answers: Vec<AnswerOut<'a>>,
+    response_only: bool,
+}
+
+#[derive(Serialize)]
+struct TlsOut<'a> {
+    sni: &'a str,
+    versions: Vec<&'static str>,
+    alpn: &'a [String],
+    ech: bool,
+    ja4: &'a str,
+    records: u16,
+}
+
+#[derive(Serialize)]
+struct HttpOut<'a> {
+    hostname: &'a str,
+    method: &'a str,
+    path: &'a str,
+    version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_agent: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct EventOut<'a> {
+    timestamp: String,
+    event_type: &'static str,
+    src_ip: IpAddr,
+    src_port: u16,
+    dest_ip: IpAddr,
+    dest_port: u16,
+    proto: &'static str,
+    host: IpAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vlan: Option<&'a [u16]>,
+    domain: &'a str,
+    vendor: &'a str,
+    category: Category,
+    rule_id: &'a str,
+    after_cutoff: bool,
+    input: &'a str,
+    packet: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns: Option<DnsOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<TlsOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http: Option<HttpOut<'a>>,
+}
+
+/// Writes every observation as one JSON line.
+pub fn write_events(
+    out: &mut dyn Write,
+    observations: &[Observation],
+    rules: &Rules,
+    inputs: &[String],
+    cutoff_override: Option<i64>,
+) -> io::Result<()> {
+    for o in observations {
+        let rule = rules.rule(o.rule);
+        let (mut dns_out, mut tls_out, mut http_out) = (None, None, None);
+        match &o.detail {
+            Detail::Dns(d) => {
+                dns_out = Some(DnsOut {
+                    id: d.id,
+                    query_type: dns::qtype_name(d.qtype).into_owned(),
+                    rcode: d.rcode.map(rcode_name),
+                    answers: d
+                        .answers
+                        .iter()
+                        .map(|a| AnswerOut {
+                            rrname: &a.name,
+                            rrtype: dns::qtype_name(a.rtype).into_owned(),
+                            rdata: &a.data,
+                            ttl: a.ttl,
+                        })
+                        .collect(),
+                    response_only: d.response_only,
+                })
+            }
+            Detail::Tls(t) => {
+                tls_out = Some(TlsOut {
+                    sni: &o.domain,
+                    versions: t.versions.iter().map(|v| tls::version_name(*v)).collect(),
+                    alpn: &t.alpn,
+                    ech: t.ech,
+                    ja4: &t.ja4,
+                    records: t.records,
+                })
+            }
+            Detail::Http(h) => {
+                http_out = Some(HttpOut {
+                    hostname: &o.domain,
+                    method: &h.method,
+                    path: &h.path,
+                    version: &h.version,
+                    user_agent: h.user_agent.as_deref(),
+                })
+            }
+        }
+        let ev = EventOut {
+            timestamp: rfc3339(o.ts_ns),
+            event_type: o.via().as_str(),
+            src_ip: o.src,
+            src_port: o.sport,
+            dest_ip: o.dst,
+            dest_port: o.dport,
+            proto: if o.proto == crate::decode::IPPROTO_TCP {
+                "TCP"
+            } else {
+                "UDP"
+            },
+            host: o.host,
+            vlan: vlan_opt(&o.vlan),
+            domain: &o.domain,
+            vendor: &rules.set.vendors[rule.vendor].id,
+            category: rule.category,
+            rule_id: &rule.id,
+            after_cutoff: o.ts_ns >= cutoff_for(rules, o, cutoff_override),
+            input: inputs.get(o.pos.input as usize).map_or("", |s| s.as_str()),
+            packet: o.pos.packet,
+            dns: dns_out,
+            tls: tls_out,
+            http: http_out,
+        };
+        serde_json::to_writer(&mut *out, &ev)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}

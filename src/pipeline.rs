@@ -1,0 +1,380 @@
+//! Wires the stages: reader (capture + decode + defrag) -> symmetric flow hash -> N workers
+//! over crossbeam channels, in batches -> observations sorted by (time, position).
+//!
+//! The reader decodes every packet once and passes on only what can matter (UDP on port 53,
+//! TCP segments with data or a SYN/RST); each batch carries packet headers plus one arena of
+//! payload bytes, and batches are recycled through a return channel.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use serde::Serialize;
+
+use crate::capture::file::{CaptureError, CaptureReader, RawPacket};
+use crate::decode::defrag::{DefragStats, Defragmenter};
+use crate::decode::{self, Decoded, Outcome, Skip, TCP_RST, TCP_SYN, Transport, link};
+use crate::flow::FlowKey;
+use crate::flow::decided::DecidedFlows;
+use crate::observation::{Observation, Position};
+use crate::rules::matcher::Rules;
+use crate::worker::{Limits, PacketMeta, Worker, WorkerStats};
+
+const BATCH_PACKETS: usize = 512;
+const BATCH_BYTES: usize = 256 * 1024;
+const QUEUE_BATCHES: usize = 4;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub workers: usize,
+    pub limits: Limits,
+    /// Progress on stderr (only when it is a terminal).
+    pub progress: bool,
+}
+
+/// Per-input summary for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct InputSummary {
+    pub path: String,
+    pub packets: u64,
+    pub bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct SkipStats {
+    /// ARP, LLDP and other frames without IP.
+    pub not_ip: u64,
+    /// ICMP and other IP protocols.
+    pub not_tcp_udp: u64,
+    /// Link types kavwatch does not decode.
+    pub unsupported_link: u64,
+    /// TCP/UDP packets that cannot carry a name we look for (not port 53, no payload...).
+    pub not_inspected: u64,
+}
+
+/// Every packet counted once in `decoded`, `skipped.*` or `malformed`; fragments count
+/// as themselves, and a reassembled datagram is decoded again.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Stats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub link_types: BTreeMap<String, u64>,
+    pub decoded: u64,
+    pub skipped: SkipStats,
+    pub malformed: u64,
+    /// Packets cut short by the capture's snap length.
+    pub truncated: u64,
+    pub fragments: DefragStats,
+    #[serde(flatten)]
+    pub workers: WorkerStats,
+    pub observations: u64,
+}
+
+pub struct Analysis {
+    /// Sorted by packet time, then input position.
+    pub observations: Vec<Observation>,
+    pub stats: Stats,
+    pub inputs: Vec<InputSummary>,
+    /// First-seen and last-seen packet times over all inputs.
+    pub first_ts: Option<i64>,
+    pub last_ts: Option<i64>,
+    /// Problems that stopped reading an input (the rest was still analysed).
+    pub errors: Vec<String>,
+}
+
+#[derive(Default)]
+struct Batch {
+    metas: Vec<PacketMeta>,
+    bytes: Vec<u8>,
+}
+
+struct Dispatcher {
+    senders: Vec<Sender<Batch>>,
+    free: Receiver<Batch>,
+    batches: Vec<Batch>,
+}
+
+impl Dispatcher {
+    fn push(&mut self, meta: PacketMeta, payload: &[u8], hash: u64) {
+        let w = (hash % self.senders.len() as u64) as usize;
+        let b = &mut self.batches[w];
+        let mut meta = meta;
+        meta.payload_start = b.bytes.len() as u32;
+        meta.payload_len = payload.len() as u32;
+        b.bytes.extend_from_slice(payload);
+        b.metas.push(meta);
+        if b.metas.len() >= BATCH_PACKETS || b.bytes.len() >= BATCH_BYTES {
+            self.flush(w);
+        }
+    }
+
+    fn flush(&mut self, w: usize) {
+        if self.batches[w].metas.is_empty() {
+            return;
+        }
+        let fresh = self.free.try_recv().unwrap_or_default();
+        let full = std::mem::replace(&mut self.batches[w], fresh);
+        // A worker only stops when its channel closes, so send cannot fail while we run.
+        let _ = self.senders[w].send(full);
+    }
+}
+
+struct Reader {
+    stats: Stats,
+    decided: Arc<DecidedFlows>,
+    /// Packets of decided flows dropped here. Not in the report: it depends on thread timing.
+    early_skipped: u64,
+    defrag: Defragmenter,
+    dispatch: Dispatcher,
+    link_counts: BTreeMap<u32, u64>,
+    seq: u64,
+    first_ts: Option<i64>,
+    last_ts: Option<i64>,
+}
+
+impl Reader {
+    fn packet(&mut self, p: &RawPacket<'_>, input: u32, packet: u64) {
+        self.seq += 1;
+        let pos = Position {
+            seq: self.seq,
+            input,
+            packet,
+        };
+        self.stats.packets += 1;
+        self.stats.bytes += p.orig_len as u64;
+        *self.link_counts.entry(p.linktype).or_default() += 1;
+        self.first_ts = Some(self.first_ts.map_or(p.ts_ns, |t| t.min(p.ts_ns)));
+        self.last_ts = Some(self.last_ts.map_or(p.ts_ns, |t| t.max(p.ts_ns)));
+        if (p.data.len() as u32) < p.orig_len {
+            self.stats.truncated += 1;
+        }
+        match decode::decode(p.linktype, p.data) {
+            Outcome::Packet(d) => self.decoded(&d, p.ts_ns, pos),
+            Outcome::Fragment(f) => {
+                let Some(datagram) = self.defrag.add(&f, p.ts_ns) else {
+                    return;
+                };
+                match decode::decode_reassembled(&f, &datagram) {
+                    Outcome::Packet(d) => self.decoded(&d, p.ts_ns, pos),
+                    Outcome::Malformed(_) => self.stats.malformed += 1,
+                    Outcome::Skipped(_) => self.stats.skipped.not_tcp_udp += 1,
+                    Outcome::Fragment(_) => {}
+                }
+            }
+            Outcome::Skipped(Skip::NotIp) => self.stats.skipped.not_ip += 1,
+            Outcome::Skipped(Skip::NotTcpUdp) => self.stats.skipped.not_tcp_udp += 1,
+            Outcome::Skipped(Skip::UnsupportedLink) => self.stats.skipped.unsupported_link += 1,
+            Outcome::Malformed(_) => self.stats.malformed += 1,
+        }
+    }
+
+    fn decoded(&mut self, d: &Decoded<'_>, ts_ns: i64, pos: Position) {
+        self.stats.decoded += 1;
+        let wanted = match d.transport {
+            Transport::Udp => (d.sport == 53 || d.dport == 53) && !d.payload.is_empty(),
+            Transport::Tcp { flags, .. } => {
+                !d.payload.is_empty() || flags & (TCP_SYN | TCP_RST) != 0
+            }
+        };
+        if !wanted {
+            self.stats.skipped.not_inspected += 1;
+            return;
+        }
+        let proto = match d.transport {
+            Transport::Tcp { .. } => decode::IPPROTO_TCP,
+            Transport::Udp => decode::IPPROTO_UDP,
+        };
+        let (key, reverse) = FlowKey::new(d.vlan, (d.src, d.sport), (d.dst, d.dport), proto);
+        let hash = key.hash64();
+        if let Transport::Tcp { flags, .. } = d.transport
+            && flags & (TCP_SYN | TCP_RST) == 0
+            && self.decided.contains(hash)
+        {
+            self.early_skipped += 1;
+            return;
+        }
+        let meta = PacketMeta {
+            ts_ns,
+            pos,
+            key,
+            hash,
+            reverse,
+            transport: d.transport,
+            payload_start: 0,
+            payload_len: 0,
+        };
+        self.dispatch.push(meta, d.payload, hash);
+    }
+}
+
+fn progress_line(done: u64, total: u64, packets: u64, started: Instant) {
+    let pct = if total > 0 {
+        done as f64 * 100.0 / total as f64
+    } else {
+        0.0
+    };
+    let secs = started.elapsed().as_secs_f64().max(1e-3);
+    eprint!(
+        "\r{pct:5.1}%  {packets} packets  {:.2} Mpps ",
+        packets as f64 / secs / 1e6
+    );
+    let _ = std::io::stderr().flush();
+}
+
+/// Analyses the inputs in order and returns what the workers found.
+pub fn run(inputs: &[PathBuf], rules: Arc<Rules>, opts: &Options) -> Analysis {
+    let n = opts.workers.max(1);
+    let (free_tx, free_rx) = unbounded::<Batch>();
+    let decided = Arc::new(DecidedFlows::new(1 << 18));
+    let mut senders = Vec::with_capacity(n);
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n {
+        let (tx, rx) = bounded::<Batch>(QUEUE_BATCHES);
+        senders.push(tx);
+        let rules = rules.clone();
+        let decided = decided.clone();
+        let free_tx = free_tx.clone();
+        let limits = Limits {
+            max_flows: (opts.limits.max_flows / n).max(1024),
+            reassembly_bytes: opts.limits.reassembly_bytes / n,
+            ..opts.limits
+        };
+        let h = std::thread::Builder::new()
+            .name(format!("kavwatch-worker-{i}"))
+            .spawn(move || {
+                let mut w = Worker::new(rules, decided, limits);
+                for mut batch in rx {
+                    for m in &batch.metas {
+                        let start = m.payload_start as usize;
+                        w.process(m, &batch.bytes[start..start + m.payload_len as usize]);
+                    }
+                    batch.metas.clear();
+                    batch.bytes.clear();
+                    let _ = free_tx.send(batch);
+                }
+                w.finish();
+                (w.observations, w.stats)
+            })
+            .expect("spawning a worker thread");
+        handles.push(h);
+    }
+    let mut reader = Reader {
+        stats: Stats::default(),
+        decided,
+        early_skipped: 0,
+        defrag: Defragmenter::default(),
+        dispatch: Dispatcher {
+            senders,
+            free: free_rx,
+            batches: (0..n).map(|_| Batch::default()).collect(),
+        },
+        link_counts: BTreeMap::new(),
+        seq: 0,
+        first_ts: None,
+        last_ts: None,
+    };
+    let show_progress = opts.progress && std::io::stderr().is_terminal();
+    let total_bytes: u64 = inputs
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let started = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut done_bytes = 0u64;
+    let mut summaries = Vec::new();
+    let mut errors = Vec::new();
+    for (idx, path) in inputs.iter().enumerate() {
+        let mut summary = InputSummary {
+            path: path.display().to_string(),
+            packets: 0,
+            bytes: 0,
+            error: None,
+        };
+        let mut r = match CaptureReader::open(path) {
+            Ok(r) => r,
+            Err(e) => {
+                summary.error = Some(e.to_string());
+                errors.push(e.to_string());
+                summaries.push(summary);
+                continue;
+            }
+        };
+        let before = reader.stats.bytes;
+        loop {
+            match r.next_packet() {
+                Ok(Some(p)) => {
+                    reader.packet(&p, idx as u32, p.number);
+                    let packet = p.number;
+                    if show_progress
+                        && packet % 65_536 == 0
+                        && last_progress.elapsed() > Duration::from_millis(250)
+                    {
+                        last_progress = Instant::now();
+                        progress_line(
+                            done_bytes + r.offset(),
+                            total_bytes,
+                            reader.stats.packets,
+                            started,
+                        );
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let e: CaptureError = e;
+                    summary.error = Some(e.to_string());
+                    errors.push(e.to_string());
+                    break;
+                }
+            }
+        }
+        done_bytes += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        summary.packets = r.packets();
+        summary.bytes = reader.stats.bytes - before;
+        summaries.push(summary);
+    }
+    if show_progress {
+        progress_line(total_bytes, total_bytes, reader.stats.packets, started);
+        eprintln!();
+    }
+    for w in 0..n {
+        reader.dispatch.flush(w);
+    }
+    reader.defrag.finish();
+    let Reader {
+        mut stats,
+        defrag,
+        dispatch,
+        link_counts,
+        first_ts,
+        last_ts,
+        ..
+    } = reader;
+    drop(dispatch);
+    stats.fragments = defrag.stats;
+    stats.link_types = link_counts
+        .into_iter()
+        .map(|(lt, c)| (link::linktype_name(lt), c))
+        .collect();
+    let mut observations = Vec::new();
+    for h in handles {
+        let (obs, ws) = h.join().expect("a worker thread panicked");
+        observations.extend(obs);
+        stats.workers.add(&ws);
+    }
+    observations.sort_by_key(|o| o.sort_key());
+    stats.observations = observations.len() as u64;
+    Analysis {
+        observations,
+        stats,
+        inputs: summaries,
+        first_ts,
+        last_ts,
+        errors,
+    }
+}

@@ -1,0 +1,262 @@
+//! Loading rules files (TOML), with errors that name the file, line and field.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+use toml::Spanned;
+
+use super::model::{Category, MatchKind, Rule, RuleSet, Vendor};
+
+/// The rules shipped with kavwatch, compiled in so the binary works from any directory.
+pub const SHIPPED: &str = include_str!("../../rules/kaspersky.toml");
+pub const SHIPPED_NAME: &str = "rules/kaspersky.toml (built in)";
+
+#[derive(Debug, Error)]
+pub enum RulesError {
+    #[error("{file}: {source}")]
+    Io {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}: {msg}")]
+    Invalid {
+        file: String,
+        line: usize,
+        msg: String,
+    },
+    #[error("{0}: no .toml rules files in this directory")]
+    EmptyDir(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    vendor: Spanned<RawVendor>,
+    #[serde(default)]
+    sources: BTreeMap<String, String>,
+    #[serde(default)]
+    rule: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVendor {
+    id: String,
+    name: String,
+    #[serde(default)]
+    version: String,
+    cutoff: Spanned<String>,
+    #[serde(default)]
+    legal_reference: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    id: Spanned<String>,
+    category: Spanned<String>,
+    #[serde(rename = "match")]
+    kind: Spanned<String>,
+    pattern: Spanned<String>,
+    #[serde(default)]
+    source: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    confidence: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// Parses an RFC 3339 instant into nanoseconds since the epoch.
+pub fn parse_instant(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()?
+        .timestamp_nanos_opt()
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset.min(text.len()))
+        .map_or(1, |t| t.bytes().filter(|&b| b == b'\n').count() + 1)
+}
+
+/// Checks a pattern: lowercase labels of letters, digits, '-', '_' (and '*', '?' for globs).
+fn check_pattern(p: &str, kind: MatchKind) -> Result<(), String> {
+    if p.is_empty() || p.starts_with('.') || p.ends_with('.') || p.contains("..") {
+        return Err(format!(
+            "pattern {p:?}: empty label or leading/trailing dot"
+        ));
+    }
+    for c in p.chars() {
+        let ok = c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || matches!(c, '-' | '_' | '.')
+            || (kind == MatchKind::Glob && matches!(c, '*' | '?'));
+        if !ok {
+            return Err(format!("pattern {p:?}: character {c:?} not allowed in a {kind:?} pattern (lowercase letters, digits, '-', '_'{})",
+                if kind == MatchKind::Glob { ", '*', '?'" } else { "" }).to_lowercase());
+        }
+    }
+    Ok(())
+}
+
+/// Parses one rules file's text into `set`.
+pub fn parse_into(set: &mut RuleSet, file: &str, text: &str) -> Result<(), RulesError> {
+    let err = |offset: usize, msg: String| RulesError::Invalid {
+        file: file.to_string(),
+        line: line_of(text, offset),
+        msg,
+    };
+    let raw: RawFile = toml::from_str(text).map_err(|e| {
+        let off = e.span().map_or(0, |s| s.start);
+        err(off, e.message().trim().replace('\n', " "))
+    })?;
+    let vspan = raw.vendor.span();
+    let v = raw.vendor.into_inner();
+    let cutoff_ns = parse_instant(v.cutoff.get_ref()).ok_or_else(|| {
+        err(
+            v.cutoff.span().start,
+            format!(
+                "vendor.cutoff: {:?} is not an RFC 3339 instant",
+                v.cutoff.get_ref()
+            ),
+        )
+    })?;
+    if v.id.is_empty() {
+        return Err(err(vspan.start, "vendor.id is empty".into()));
+    }
+    let vendor = set.vendors.len();
+    set.vendors.push(Vendor {
+        id: v.id,
+        name: v.name,
+        version: v.version,
+        cutoff_ns,
+        cutoff: v.cutoff.into_inner(),
+        legal_reference: v.legal_reference,
+        file: file.to_string(),
+    });
+    let mut ids: HashSet<String> = set.rules.iter().map(|r| r.id.clone()).collect();
+    for r in raw.rule {
+        let r = r.into_inner();
+        let id = r.id.get_ref().clone();
+        if id.is_empty() || !ids.insert(id.clone()) {
+            return Err(err(
+                r.id.span().start,
+                format!("rule id {id:?} is empty or used twice"),
+            ));
+        }
+        let category = Category::parse(r.category.get_ref()).ok_or_else(|| {
+            err(r.category.span().start, format!("rule {id:?}: field `category`: unknown category {:?} (expected one of update, telemetry, activation, management, excluded, other)", r.category.get_ref()))
+        })?;
+        let kind = MatchKind::parse(r.kind.get_ref()).ok_or_else(|| {
+            err(r.kind.span().start, format!("rule {id:?}: field `match`: unknown match kind {:?} (expected exact, suffix or glob)", r.kind.get_ref()))
+        })?;
+        check_pattern(r.pattern.get_ref(), kind).map_err(|m| {
+            err(
+                r.pattern.span().start,
+                format!("rule {id:?}: field `pattern`: {m}"),
+            )
+        })?;
+        let (source, source_at) = match r.source {
+            Some(s) => (s.get_ref().clone(), s.span().start),
+            None => (Vec::new(), r.id.span().start),
+        };
+        for s in &source {
+            if !raw.sources.contains_key(s) {
+                return Err(err(
+                    source_at,
+                    format!("rule {id:?}: field `source`: {s:?} is not a key of [sources]"),
+                ));
+            }
+        }
+        set.rules.push(Rule {
+            id,
+            category,
+            kind,
+            pattern: r.pattern.into_inner(),
+            source,
+            confidence: r.confidence,
+            note: r.note,
+            vendor,
+        });
+    }
+    Ok(())
+}
+
+/// The .toml files a path names: the file itself, or a directory's, in name order.
+fn rule_files(path: &Path) -> Result<Vec<PathBuf>, RulesError> {
+    let io = |source| RulesError::Io {
+        file: path.display().to_string(),
+        source,
+    };
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(RulesError::EmptyDir(path.display().to_string()));
+    }
+    Ok(files)
+}
+
+/// Loads a rules file or directory, or the shipped rules when `path` is `None`.
+pub fn load(path: Option<&Path>) -> Result<RuleSet, RulesError> {
+    let mut set = RuleSet::default();
+    match path {
+        None => parse_into(&mut set, SHIPPED_NAME, SHIPPED)?,
+        Some(p) => {
+            for f in rule_files(p)? {
+                let name = f.display().to_string();
+                let text = std::fs::read_to_string(&f).map_err(|source| RulesError::Io {
+                    file: name.clone(),
+                    source,
+                })?;
+                parse_into(&mut set, &name, &text)?;
+            }
+        }
+    }
+    Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "[vendor]\nid = \"v\"\nname = \"V\"\ncutoff = \"2024-09-29T04:00:00Z\"\n[sources]\nS = \"https://example.test\"\n";
+
+    fn parse(rules: &str) -> Result<RuleSet, RulesError> {
+        let mut set = RuleSet::default();
+        parse_into(&mut set, "t.toml", &format!("{HEAD}{rules}")).map(|_| set)
+    }
+
+    #[test]
+    fn shipped_rules_load() {
+        let set = load(None).unwrap();
+        assert_eq!(
+            set.vendors[0].cutoff_ns,
+            parse_instant("2024-09-29T04:00:00Z").unwrap()
+        );
+        assert!(set.rules.len() > 20);
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let e = parse("[[rule]]\nid = \"a\"\ncategory = \"updates\"\nmatch = \"exact\"\npattern = \"x.test\"\n").unwrap_err();
+        assert_eq!(e.to_string().split(": rule").next().unwrap(), "t.toml:9");
+        assert!(e.to_string().contains("field `category`"), "{e}");
+        let e = parse("[[rule]]\nid = \"a\"\ncategory = \"update\"\nmatch = \"exact\"\npattern = \"X.test\"\n").unwrap_err();
+        assert!(
+            e.to_string().starts_with("t.toml:11:") && e.to_string().contains("`pattern`"),
+            "{e}"
+        );
+        let e = parse("[[rule]]\nid = \"a\"\ncategory = \"update\"\nmatch = \"exact\"\npattern = \"x.test\"\nsource = [\"NOPE\"]\n").unwrap_err();
+        assert!(e.to_string().contains("NOPE"), "{e}");
+        let e = parse("[[rule]]\nid = \"a\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("t.toml:"), "{e}");
+    }
+}

@@ -1,0 +1,609 @@
+//! One worker: owns the flows hashed to it (TCP reassembly, DNS query/response pairing),
+//! runs the protocol parsers and the rules, and collects observations.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+
+use crate::decode::{TCP_ACK, TCP_RST, TCP_SYN, Transport};
+use crate::flow::FlowKey;
+use crate::flow::decided::DecidedFlows;
+use crate::flow::reassembly::{Added, Stream};
+use crate::flow::table::FlowTable;
+use crate::observation::{
+    Detail, DnsAnswer, DnsDetail, HttpDetail, Observation, Position, TlsDetail,
+};
+use crate::proto::{dns, http, tls};
+use crate::rules::matcher::Rules;
+
+/// Client bytes kept per TCP stream until the ClientHello or HTTP request headers are whole.
+pub const STREAM_CAP: usize = 16 * 1024;
+/// DNS over TCP: one whole message plus its length prefix.
+const DNS_STREAM_CAP: usize = 65_537;
+/// A DNS response counts as the answer to a query seen at most this long before it.
+const DNS_ANSWER_WINDOW_NS: i64 = 10_000_000_000;
+const DNS_PENDING_MAX: usize = 16_384;
+
+/// Limits of one worker's state.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_flows: usize,
+    pub flow_idle_ns: i64,
+    /// Bytes all reassembly buffers of this worker may hold together.
+    pub reassembly_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_flows: 131_072,
+            flow_idle_ns: 60_000_000_000,
+            reassembly_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// A packet as the reader hands it over: decoded headers, payload in the batch's arena.
+#[derive(Debug, Clone, Copy)]
+pub struct PacketMeta {
+    pub ts_ns: i64,
+    pub pos: Position,
+    pub key: FlowKey,
+    /// `key.hash64()`, computed once by the reader.
+    pub hash: u64,
+    /// The packet goes from `key.b` to `key.a`.
+    pub reverse: bool,
+    pub transport: Transport,
+    pub payload_start: u32,
+    pub payload_len: u32,
+}
+
+impl PacketMeta {
+    pub fn src(&self) -> (IpAddr, u16) {
+        if self.reverse { self.key.b } else { self.key.a }
+    }
+    pub fn dst(&self) -> (IpAddr, u16) {
+        if self.reverse { self.key.a } else { self.key.b }
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct WorkerStats {
+    pub dns_messages: u64,
+    pub dns_malformed: u64,
+    pub tls_client_hellos: u64,
+    pub tls_malformed: u64,
+    pub http_requests: u64,
+    pub http_malformed: u64,
+    /// Names looked up in the rules.
+    pub names_checked: u64,
+    pub names_matched: u64,
+    pub tcp_flows: u64,
+    pub flows_evicted: u64,
+    pub flows_expired: u64,
+    /// Streams abandoned before their ClientHello or request was whole: too long (cap), worker's
+    /// reassembly memory full, or flow evicted/expired/ended while incomplete.
+    pub reassembly_gave_up: u64,
+    pub dns_unanswered_evicted: u64,
+}
+
+impl WorkerStats {
+    pub fn add(&mut self, o: &WorkerStats) {
+        self.dns_messages += o.dns_messages;
+        self.dns_malformed += o.dns_malformed;
+        self.tls_client_hellos += o.tls_client_hellos;
+        self.tls_malformed += o.tls_malformed;
+        self.http_requests += o.http_requests;
+        self.http_malformed += o.http_malformed;
+        self.names_checked += o.names_checked;
+        self.names_matched += o.names_matched;
+        self.tcp_flows += o.tcp_flows;
+        self.flows_evicted += o.flows_evicted;
+        self.flows_expired += o.flows_expired;
+        self.reassembly_gave_up += o.reassembly_gave_up;
+        self.dns_unanswered_evicted += o.dns_unanswered_evicted;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum App {
+    Unknown,
+    Tls,
+    Http,
+    Dns,
+    /// Nothing more to learn from this flow.
+    Done,
+}
+
+#[derive(Debug)]
+struct TcpFlow {
+    /// Value of `PacketMeta::reverse` on the client's packets.
+    client: Option<bool>,
+    app: App,
+    /// First payload sequence number per direction (index: `reverse as usize`), from SYN / SYN-ACK.
+    isn: [Option<u32>; 2],
+    streams: [Option<Box<Stream>>; 2],
+    /// Segments seen per direction before we knew what the flow is.
+    unknown_segments: [u8; 2],
+}
+
+impl TcpFlow {
+    fn new() -> TcpFlow {
+        TcpFlow {
+            client: None,
+            app: App::Unknown,
+            isn: [None; 2],
+            streams: [None, None],
+            unknown_segments: [0; 2],
+        }
+    }
+
+    fn held(&self) -> usize {
+        self.streams.iter().flatten().map(|s| s.held()).sum()
+    }
+
+    fn incomplete(&self) -> bool {
+        self.app != App::Done && self.streams.iter().flatten().any(|s| !s.data().is_empty())
+    }
+}
+
+pub struct Worker {
+    rules: Arc<Rules>,
+    decided: Arc<DecidedFlows>,
+    limits: Limits,
+    flows: FlowTable<TcpFlow>,
+    reassembly_held: usize,
+    /// Matched DNS queries waiting for their response: (flow, id) -> observations.
+    dns_pending: FxHashMap<(FlowKey, u16), Vec<Observation>>,
+    dns_swept_at: i64,
+    pub observations: Vec<Observation>,
+    pub stats: WorkerStats,
+}
+
+fn has_port(key: &FlowKey, port: u16) -> bool {
+    key.a.1 == port || key.b.1 == port
+}
+
+impl Worker {
+    pub fn new(rules: Arc<Rules>, decided: Arc<DecidedFlows>, limits: Limits) -> Worker {
+        Worker {
+            rules,
+            decided,
+            limits,
+            flows: FlowTable::new(limits.max_flows, limits.flow_idle_ns),
+            reassembly_held: 0,
+            dns_pending: FxHashMap::default(),
+            dns_swept_at: i64::MIN,
+            observations: Vec::new(),
+            stats: WorkerStats::default(),
+        }
+    }
+
+    pub fn process(&mut self, m: &PacketMeta, payload: &[u8]) {
+        match m.transport {
+            Transport::Udp => {
+                if has_port(&m.key, 53) && !payload.is_empty() {
+                    self.dns_message(m, payload, m.ts_ns);
+                }
+            }
+            Transport::Tcp { seq, flags } => self.tcp(m, seq, flags, payload),
+        }
+        self.maintain(m.ts_ns);
+    }
+
+    fn maintain(&mut self, now: i64) {
+        let (stats, held) = (&mut self.stats, &mut self.reassembly_held);
+        self.flows.maintain(now, &mut |_, f: TcpFlow| {
+            if f.incomplete() {
+                stats.reassembly_gave_up += 1;
+            }
+            *held -= f.held().min(*held);
+        });
+        if now.saturating_sub(self.dns_swept_at) > 1_000_000_000 {
+            self.dns_swept_at = now;
+            let mut expired = Vec::new();
+            self.dns_pending.retain(|_, obs| {
+                let keep = obs
+                    .first()
+                    .is_some_and(|o| now - o.ts_ns <= DNS_ANSWER_WINDOW_NS);
+                if !keep {
+                    expired.append(obs);
+                }
+                keep
+            });
+            self.observations.append(&mut expired);
+        }
+    }
+
+    /// Flushes what is still waiting at the end of the input.
+    pub fn finish(&mut self) {
+        let (stats, held) = (&mut self.stats, &mut self.reassembly_held);
+        for (_, f) in self.flows.drain() {
+            if f.incomplete() {
+                stats.reassembly_gave_up += 1;
+            }
+            *held -= f.held().min(*held);
+        }
+        self.stats.flows_evicted = self.flows.evicted;
+        self.stats.flows_expired = self.flows.expired;
+        for (_, mut obs) in self.dns_pending.drain() {
+            self.observations.append(&mut obs);
+        }
+    }
+
+    fn observe(
+        &mut self,
+        m: &PacketMeta,
+        ts_ns: i64,
+        host: IpAddr,
+        name: &str,
+        detail: Detail,
+    ) -> Option<Observation> {
+        self.stats.names_checked += 1;
+        let rule = self.rules.find_index(name)?;
+        self.stats.names_matched += 1;
+        let (src, dst) = (m.src(), m.dst());
+        Some(Observation {
+            ts_ns,
+            pos: m.pos,
+            vlan: m.key.vlan,
+            src: src.0,
+            sport: src.1,
+            dst: dst.0,
+            dport: dst.1,
+            proto: m.key.proto,
+            host,
+            domain: name.to_string(),
+            rule,
+            detail,
+        })
+    }
+
+    fn dns_message(&mut self, m: &PacketMeta, msg: &[u8], ts_ns: i64) {
+        self.stats.dns_messages += 1;
+        let Ok(d) = dns::parse(msg) else {
+            self.stats.dns_malformed += 1;
+            return;
+        };
+        let key = (m.key, d.id);
+        if !d.is_response {
+            let mut found = Vec::new();
+            for q in &d.questions {
+                let detail = DnsDetail {
+                    id: d.id,
+                    qtype: q.qtype,
+                    rcode: None,
+                    answers: Vec::new(),
+                    response_only: false,
+                };
+                if let Some(o) = self.observe(m, ts_ns, m.src().0, &q.name, Detail::Dns(detail)) {
+                    found.push(o);
+                }
+            }
+            if found.is_empty() {
+                return;
+            }
+            if self.dns_pending.len() >= DNS_PENDING_MAX && !self.dns_pending.contains_key(&key) {
+                // Full: let the oldest query go out unanswered rather than grow.
+                if let Some(k) = self
+                    .dns_pending
+                    .iter()
+                    .min_by_key(|(_, v)| v.first().map(|o| o.sort_key()))
+                    .map(|(k, _)| *k)
+                {
+                    let mut old = self.dns_pending.remove(&k).unwrap_or_default();
+                    self.observations.append(&mut old);
+                    self.stats.dns_unanswered_evicted += 1;
+                }
+            }
+            // A retransmitted query with the same id: the earlier one goes out unanswered.
+            if let Some(mut old) = self.dns_pending.insert(key, found) {
+                self.observations.append(&mut old);
+            }
+            return;
+        }
+        let answers: Vec<DnsAnswer> = d
+            .answers
+            .iter()
+            .filter_map(|a| {
+                let data = match &a.data {
+                    dns::AnswerData::A(ip) => ip.to_string(),
+                    dns::AnswerData::Aaaa(ip) => ip.to_string(),
+                    dns::AnswerData::Cname(n) => n.clone(),
+                    dns::AnswerData::Other => return None,
+                };
+                Some(DnsAnswer {
+                    name: a.name.clone(),
+                    rtype: a.rtype,
+                    data,
+                    ttl: a.ttl,
+                })
+            })
+            .collect();
+        if let Some(mut pending) = self.dns_pending.remove(&key) {
+            let in_window = pending
+                .first()
+                .is_some_and(|o| ts_ns - o.ts_ns <= DNS_ANSWER_WINDOW_NS && ts_ns >= o.ts_ns);
+            if in_window {
+                for o in &mut pending {
+                    if let Detail::Dns(dd) = &mut o.detail {
+                        dd.rcode = Some(d.rcode);
+                        dd.answers = answers.clone();
+                    }
+                }
+                self.observations.append(&mut pending);
+                return;
+            }
+            self.observations.append(&mut pending);
+        }
+        // A response without its query: the client is the response's destination.
+        for q in &d.questions {
+            let detail = DnsDetail {
+                id: d.id,
+                qtype: q.qtype,
+                rcode: Some(d.rcode),
+                answers: answers.clone(),
+                response_only: true,
+            };
+            if let Some(o) = self.observe(m, ts_ns, m.dst().0, &q.name, Detail::Dns(detail)) {
+                self.observations.push(o);
+            }
+        }
+    }
+
+    fn tcp(&mut self, m: &PacketMeta, seq: u32, flags: u8, payload: &[u8]) {
+        let dir = m.reverse as usize;
+        let syn = flags & TCP_SYN != 0;
+        if payload.is_empty() && !syn {
+            if flags & TCP_RST != 0 {
+                self.drop_flow(&m.key);
+            }
+            return;
+        }
+        let new_connection = syn && flags & TCP_ACK == 0;
+        if new_connection && self.flows.get_mut(&m.key).is_some() {
+            // The addresses and ports are reused by a new connection: start over.
+            self.drop_flow(&m.key);
+            self.decided.unmark(m.hash);
+        }
+        if self.flows.get_mut(&m.key).is_none() {
+            self.stats.tcp_flows += 1;
+            self.flows.insert(m.key, TcpFlow::new());
+        }
+        let Some(flow) = self.flows.get_mut(&m.key) else {
+            return;
+        };
+        if syn {
+            flow.isn[dir] = Some(seq.wrapping_add(1));
+            if flags & TCP_ACK == 0 {
+                flow.client = Some(m.reverse);
+            } else if flow.client.is_none() {
+                flow.client = Some(!m.reverse);
+            }
+            // The SYN's own sequence number is not data.
+            if payload.is_empty() {
+                return;
+            }
+        }
+        let seq = if syn { seq.wrapping_add(1) } else { seq };
+        if flow.app == App::Done {
+            return;
+        }
+        if flow.app == App::Unknown && has_port(&m.key, 53) {
+            flow.app = App::Dns;
+        }
+        if flow.app == App::Dns {
+            self.feed(m, dir, seq, payload, DNS_STREAM_CAP);
+            self.dns_over_tcp(m, dir);
+            return;
+        }
+        if flow.client.is_some_and(|c| c != m.reverse) {
+            return; // the server's side: nothing we read
+        }
+        if !self.feed(m, dir, seq, payload, STREAM_CAP) {
+            return;
+        }
+        let Some(flow) = self.flows.get_mut(&m.key) else {
+            return;
+        };
+        if flow.app == App::Unknown {
+            let start = flow.streams[dir].as_ref().map_or(&[][..], |s| s.data());
+            if start.is_empty() {
+                return; // only out-of-order data so far
+            }
+            if tls::looks_like_tls(start) {
+                flow.app = App::Tls;
+            } else if http::looks_like_request(start) {
+                flow.app = App::Http;
+            } else {
+                flow.unknown_segments[dir] = flow.unknown_segments[dir].saturating_add(1);
+                // Without a SYN the first segment may still be on its way; give it a little time.
+                if flow.isn[dir].is_some() || flow.unknown_segments[dir] >= 4 {
+                    self.done(m);
+                }
+                return;
+            }
+            flow.client = Some(m.reverse);
+        }
+        match flow.app {
+            App::Tls => self.tls(m, dir),
+            App::Http => self.http(m, dir),
+            _ => {}
+        }
+    }
+
+    /// Adds a segment to a direction's stream, within the per-stream cap and the worker's
+    /// memory budget; false if the flow was given up.
+    fn feed(&mut self, m: &PacketMeta, dir: usize, seq: u32, payload: &[u8], cap: usize) -> bool {
+        let budget_full = self.reassembly_held + payload.len() > self.limits.reassembly_bytes;
+        let Some(flow) = self.flows.get_mut(&m.key) else {
+            return false;
+        };
+        let isn = flow.isn[dir];
+        let stream = flow.streams[dir].get_or_insert_with(|| {
+            let mut s = Box::<Stream>::default();
+            if let Some(isn) = isn {
+                s.anchor(isn);
+            }
+            s
+        });
+        let before = stream.held();
+        let added = if budget_full {
+            Added::Overflow
+        } else {
+            stream.add(seq, payload, cap)
+        };
+        let after = stream.held();
+        self.reassembly_held = self.reassembly_held + after - before.min(after);
+        if added == Added::Overflow {
+            self.stats.reassembly_gave_up += 1;
+            self.done(m);
+            return false;
+        }
+        true
+    }
+
+    /// Marks a flow finished and frees its buffers; the reader stops sending its packets.
+    fn done(&mut self, m: &PacketMeta) {
+        self.decided.mark(m.hash);
+        if let Some(flow) = self.flows.get_mut(&m.key) {
+            let held = flow.held();
+            flow.app = App::Done;
+            flow.streams = [None, None];
+            self.reassembly_held -= held.min(self.reassembly_held);
+        }
+    }
+
+    fn drop_flow(&mut self, key: &FlowKey) {
+        if let Some(f) = self.flows.remove(key) {
+            if f.incomplete() {
+                self.stats.reassembly_gave_up += 1;
+            }
+            self.reassembly_held -= f.held().min(self.reassembly_held);
+        }
+    }
+
+    fn take_stream(&mut self, key: &FlowKey, dir: usize) -> Option<Box<Stream>> {
+        self.flows.get_mut(key)?.streams[dir].take()
+    }
+
+    fn put_stream(&mut self, key: &FlowKey, dir: usize, s: Box<Stream>, before: usize) {
+        let after = s.held();
+        self.reassembly_held = (self.reassembly_held + after).saturating_sub(before);
+        if let Some(f) = self.flows.get_mut(key)
+            && f.app != App::Done
+        {
+            f.streams[dir] = Some(s);
+            return;
+        }
+        self.reassembly_held -= after.min(self.reassembly_held);
+    }
+
+    fn tls(&mut self, m: &PacketMeta, dir: usize) {
+        let Some(data) = self
+            .flows
+            .get_mut(&m.key)
+            .and_then(|f| f.streams[dir].as_ref())
+            .map(|s| s.data())
+        else {
+            return;
+        };
+        match tls::parse_client_hello(data) {
+            Err(tls::TlsError::Incomplete) => {}
+            Err(_) => {
+                self.stats.tls_malformed += 1;
+                self.done(m);
+            }
+            Ok(ch) => {
+                self.stats.tls_client_hellos += 1;
+                self.done(m);
+                if let Some(sni) = &ch.sni {
+                    let mut versions = ch.supported_versions.clone();
+                    if versions.is_empty() {
+                        versions.push(ch.legacy_version);
+                    }
+                    let detail = TlsDetail {
+                        versions,
+                        alpn: ch.alpn.clone(),
+                        ech: ch.ech,
+                        ja4: ch.ja4.clone(),
+                        records: ch.records,
+                    };
+                    if let Some(o) = self.observe(m, m.ts_ns, m.src().0, sni, Detail::Tls(detail)) {
+                        self.observations.push(o);
+                    }
+                }
+            }
+        }
+    }
+
+    fn http(&mut self, m: &PacketMeta, dir: usize) {
+        let Some(mut stream) = self.take_stream(&m.key, dir) else {
+            return;
+        };
+        let before = stream.held();
+        loop {
+            if stream.data().is_empty() {
+                break;
+            }
+            match http::parse_request(stream.data()) {
+                Err(http::HttpError::Incomplete) => break,
+                Err(_) => {
+                    self.stats.http_malformed += 1;
+                    self.put_stream(&m.key, dir, stream, before);
+                    self.done(m);
+                    return;
+                }
+                Ok(req) => {
+                    self.stats.http_requests += 1;
+                    if let Some(host) = &req.host {
+                        let detail = HttpDetail {
+                            method: req.method.clone(),
+                            path: req.path.clone(),
+                            version: req.version.clone(),
+                            user_agent: req.user_agent.clone(),
+                        };
+                        if let Some(o) =
+                            self.observe(m, m.ts_ns, m.src().0, host, Detail::Http(detail))
+                        {
+                            self.observations.push(o);
+                        }
+                    }
+                    if req.chunked {
+                        // Finding the next request would mean decoding chunks; one is enough.
+                        self.put_stream(&m.key, dir, stream, before);
+                        self.done(m);
+                        return;
+                    }
+                    stream.consume(req.header_len as u64 + req.content_length);
+                }
+            }
+        }
+        self.put_stream(&m.key, dir, stream, before);
+    }
+
+    fn dns_over_tcp(&mut self, m: &PacketMeta, dir: usize) {
+        let Some(mut stream) = self.take_stream(&m.key, dir) else {
+            return;
+        };
+        let before = stream.held();
+        loop {
+            let data = stream.data();
+            let Some(len) = data
+                .get(..2)
+                .map(|l| u16::from_be_bytes([l[0], l[1]]) as usize)
+            else {
+                break;
+            };
+            let Some(msg) = data.get(2..2 + len) else {
+                break;
+            };
+            let msg = msg.to_vec();
+            self.dns_message(m, &msg, m.ts_ns);
+            stream.consume(2 + len as u64);
+        }
+        self.put_stream(&m.key, dir, stream, before);
+    }
+}

@@ -19,7 +19,6 @@ import argparse
 import collections
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -29,20 +28,22 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 GEN = os.path.join(ROOT, "..", "shared", "bench", "gen_bench_pcap.py")
+GNU_TIME = "/usr/bin/time"  # Debian package "time"
 
 
 def run_once(cmd):
     """Wall seconds and peak RSS (MB) of one run of cmd (stdout discarded)."""
+    # Peak RSS from GNU time (getrusage of a child forked from Python would count Python's
+    # own pages until exec).
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, ru = os.wait4(p.pid, 0)
+    p = subprocess.run([GNU_TIME, "-f", "%M", "--"] + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wall = time.perf_counter() - t0
-    err = p.stderr.read().decode(errors="replace")
-    p.stderr.close()
-    code = os.waitstatus_to_exitcode(status)
+    lines = p.stderr.decode(errors="replace").strip().splitlines()
+    err = "\n".join(lines[:-1])
+    code = p.returncode
     if code not in (0,):
         sys.exit(f"{' '.join(cmd)} exited {code}: {err.strip()}")
-    return wall, ru.ru_maxrss / 1024.0
+    return wall, int(lines[-1]) / 1024.0
 
 
 def detections(events_path):

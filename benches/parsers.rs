@@ -45,11 +45,13 @@ fn dns_query(name: &str) -> Vec<u8> {
 fn rules_with(extra: usize) -> Rules {
     let mut set = RuleSet::default();
     parse_into(&mut set, "shipped", SHIPPED).unwrap();
-    let mut text = String::from(
-        "[vendor]\nid = \"bulk\"\nname = \"Bulk\"\ncutoff = \"2024-09-29T04:00:00Z\"\n",
-    );
+    let mut text = String::from("[vendor]\nid = \"bulk\"\nname = \"Bulk\"\ncutoff = \"2024-09-29T04:00:00Z\"\n");
     for i in 0..extra {
-        text.push_str(&format!("[[rule]]\nid = \"b{i}\"\ncategory = \"other\"\nmatch = \"{}\"\npattern = \"host{i}.example{}.test\"\n", if i % 2 == 0 { "exact" } else { "suffix" }, i % 97));
+        text.push_str(&format!(
+            "[[rule]]\nid = \"b{i}\"\ncategory = \"other\"\nmatch = \"{}\"\npattern = \"host{i}.example{}.test\"\n",
+            if i % 2 == 0 { "exact" } else { "suffix" },
+            i % 97
+        ));
     }
     if extra > 0 {
         parse_into(&mut set, "bulk", &text).unwrap();
@@ -60,11 +62,7 @@ fn rules_with(extra: usize) -> Rules {
 fn worker_flow(c: &mut Criterion, name: &str, segments: &[&[u8]]) {
     let rules = Arc::new(load(None).map(Rules::new).unwrap());
     c.bench_function(name, |b| {
-        let mut w = Worker::new(
-            rules.clone(),
-            Arc::new(DecidedFlows::new(1024)),
-            Limits::default(),
-        );
+        let mut w = Worker::new(rules.clone(), Arc::new(DecidedFlows::new(1024)), Limits::default());
         let mut port = 0u16;
         b.iter(|| {
             port = port.wrapping_add(1);
@@ -80,20 +78,14 @@ fn worker_flow(c: &mut Criterion, name: &str, segments: &[&[u8]]) {
                 key,
                 hash: key.hash64(),
                 reverse: false,
-                transport: Transport::Tcp {
-                    seq: 999,
-                    flags: TCP_SYN,
-                },
+                transport: Transport::Tcp { seq: 999, flags: TCP_SYN },
                 payload_start: 0,
                 payload_len: 0,
             };
             w.process(&meta, &[]);
             let mut seq = 1000u32;
             for s in segments {
-                meta.transport = Transport::Tcp {
-                    seq,
-                    flags: TCP_ACK,
-                };
+                meta.transport = Transport::Tcp { seq, flags: TCP_ACK };
                 w.process(&meta, black_box(s));
                 seq += s.len() as u32;
             }
@@ -107,18 +99,12 @@ fn benches(c: &mut Criterion) {
         b.iter(|| black_box(decode::decode(1, black_box(&frame))).is_packet())
     });
     let q = dns_query("dnl-03.geo.kaspersky.com");
-    c.bench_function("dns parse HTTPS query", |b| {
-        b.iter(|| dns::parse(black_box(&q)).is_ok())
-    });
+    c.bench_function("dns parse HTTPS query", |b| b.iter(|| dns::parse(black_box(&q)).is_ok()));
     c.bench_function("tls parse ClientHello 1849 B (PQ)", |b| {
         b.iter(|| tls::parse_client_hello(black_box(CH_PQ)).is_ok())
     });
     worker_flow(c, "worker: SYN + ClientHello in 1 segment", &[CH_SMALL]);
-    worker_flow(
-        c,
-        "worker: SYN + ClientHello in 2 segments",
-        &[&CH_PQ[..1460], &CH_PQ[1460..]],
-    );
+    worker_flow(c, "worker: SYN + ClientHello in 2 segments", &[&CH_PQ[..1460], &CH_PQ[1460..]]);
     for (label, extra) in [("shipped rules", 0), ("shipped + 100k names", 100_000)] {
         let rules = rules_with(extra);
         let names = [
@@ -128,12 +114,7 @@ fn benches(c: &mut Criterion) {
             "kaspersky.com.mirror-cdn.net",
         ];
         c.bench_function(&format!("rule match x4 names, {label}"), |b| {
-            b.iter(|| {
-                names
-                    .iter()
-                    .filter(|n| rules.find_index(black_box(n)).is_some())
-                    .count()
-            })
+            b.iter(|| names.iter().filter(|n| rules.find_index(black_box(n)).is_some()).count())
         });
     }
 }

@@ -97,9 +97,7 @@ pub fn run() -> Result<ExitCode> {
     match cli.command {
         Command::Analyze(a) => analyze(a),
         Command::Rules(RulesCommand::Check { path }) => rules_check(path.as_deref()),
-        Command::Rules(RulesCommand::Match { rules, names }) => {
-            rules_match(rules.rules.as_deref(), &names)
-        }
+        Command::Rules(RulesCommand::Match { rules, names }) => rules_match(rules.rules.as_deref(), &names),
     }
 }
 
@@ -110,12 +108,7 @@ fn load_rules(path: Option<&Path>) -> Result<Rules> {
 fn rules_check(path: Option<&Path>) -> Result<ExitCode> {
     let rules = load_rules(path)?;
     for v in &rules.set.vendors {
-        let n = rules
-            .set
-            .rules
-            .iter()
-            .filter(|r| rules.set.vendors[r.vendor].file == v.file)
-            .count();
+        let n = rules.set.rules.iter().filter(|r| rules.set.vendors[r.vendor].file == v.file).count();
         println!(
             "{}: ok: vendor {} ({}), version {}, cutoff {}, {} rules",
             v.file, v.id, v.name, v.version, v.cutoff, n
@@ -153,9 +146,10 @@ fn create(path: &Path) -> Result<Box<dyn Write>> {
 fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     let rules = Arc::new(load_rules(a.rules.rules.as_deref())?);
     let cutoff_override = match &a.cutoff {
-        Some(s) => Some(parse_instant(s).with_context(|| {
-            format!("--cutoff {s:?} is not an RFC 3339 instant (e.g. 2024-09-29T04:00:00Z)")
-        })?),
+        Some(s) => Some(
+            parse_instant(s)
+                .with_context(|| format!("--cutoff {s:?} is not an RFC 3339 instant (e.g. 2024-09-29T04:00:00Z)"))?,
+        ),
         None => None,
     };
     let cutoff_ns = cutoff_override.unwrap_or(rules.set.vendors[0].cutoff_ns);
@@ -165,51 +159,29 @@ fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     let inputs = expand_inputs(&a.inputs).map_err(anyhow::Error::msg)?;
     // Open outputs before the long part, so a bad path fails at once.
     let mut events_out = a.events.as_deref().map(create).transpose()?;
-    let workers = a
-        .workers
-        .map(usize::from)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let workers =
+        a.workers.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let opts = Options {
         workers,
-        limits: Limits {
-            max_flows: a.max_flows.max(1024),
-            ..Limits::default()
-        },
+        limits: Limits { max_flows: a.max_flows.max(1024), ..Limits::default() },
         progress: !a.quiet,
     };
     let analysis = pipeline::run(&inputs, rules.clone(), &opts);
     let hosts = aggregate(&analysis.observations, &rules, cutoff_override);
     let input_names: Vec<String> = analysis.inputs.iter().map(|i| i.path.clone()).collect();
     if let Some(out) = events_out.as_mut() {
-        write_events(
-            out,
-            &analysis.observations,
-            &rules,
-            &input_names,
-            cutoff_override,
-        )
-        .context("writing events")?;
+        write_events(out, &analysis.observations, &rules, &input_names, cutoff_override).context("writing events")?;
     }
     drop(events_out);
-    let r = ReportInput {
-        analysis: &analysis,
-        hosts: &hosts,
-        rules: &rules,
-        cutoff_ns,
-    };
+    let r = ReportInput { analysis: &analysis, hosts: &hosts, rules: &rules, cutoff_ns };
     if let Some(path) = &a.report {
-        let text = if path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
-        {
+        let text = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
             report::csv(&r)
         } else {
             report::json(&r)
         };
         let mut w = create(path)?;
-        w.write_all(text.as_bytes())
-            .and_then(|_| w.flush())
-            .with_context(|| format!("writing {}", path.display()))?;
+        w.write_all(text.as_bytes()).and_then(|_| w.flush()).with_context(|| format!("writing {}", path.display()))?;
     }
     if !a.quiet {
         let table = report::text(&r);
@@ -228,11 +200,7 @@ fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     if !analysis.errors.is_empty() {
         return Ok(ExitCode::from(2));
     }
-    if a.fail_on_active
-        && hosts
-            .iter()
-            .any(|h| h.verdict() == Verdict::ActiveAfterCutoff)
-    {
+    if a.fail_on_active && hosts.iter().any(|h| h.verdict() == Verdict::ActiveAfterCutoff) {
         return Ok(ExitCode::from(3));
     }
     Ok(ExitCode::SUCCESS)

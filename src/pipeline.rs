@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use memmap2::Mmap;
 use serde::Serialize;
 
 use crate::capture::file::{CaptureError, CaptureReader, RawPacket};
@@ -87,10 +88,23 @@ pub struct Analysis {
     pub errors: Vec<String>,
 }
 
+/// Packets for one worker. Payloads stay in the mapped capture file when they can (no copy);
+/// others (pipes, gzip, reassembled fragments) are copied into `bytes`.
 #[derive(Default)]
 struct Batch {
     metas: Vec<PacketMeta>,
     bytes: Vec<u8>,
+    map: Option<Arc<Mmap>>,
+}
+
+impl Batch {
+    fn payload(&self, m: &PacketMeta) -> &[u8] {
+        let src: &[u8] = match (&self.map, m.payload_mapped) {
+            (Some(map), true) => map,
+            _ => &self.bytes,
+        };
+        &src[m.payload_start..m.payload_start + m.payload_len as usize]
+    }
 }
 
 struct Dispatcher {
@@ -100,14 +114,34 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    fn push(&mut self, meta: PacketMeta, payload: &[u8], hash: u64) {
+    /// Queues a packet for its worker; `map` is the mapped file `payload` lies in, if any.
+    fn push(&mut self, meta: PacketMeta, payload: &[u8], map: Option<&Arc<Mmap>>, hash: u64) {
         let w = (hash % self.senders.len() as u64) as usize;
-        let b = &mut self.batches[w];
         let mut meta = meta;
-        meta.payload_start = b.bytes.len() as u32;
         meta.payload_len = payload.len() as u32;
-        b.bytes.extend_from_slice(payload);
-        b.metas.push(meta);
+        let offset = map
+            .and_then(|m| (payload.as_ptr() as usize).checked_sub(m.as_ptr() as usize))
+            .filter(|o| o + payload.len() <= map.map_or(0, |m| m.len()));
+        let b = &mut self.batches[w];
+        match (map, offset) {
+            (Some(m), Some(o)) => {
+                if b.map.as_ref().is_some_and(|bm| !Arc::ptr_eq(bm, m)) {
+                    self.flush(w);
+                }
+                let b = &mut self.batches[w];
+                b.map.get_or_insert_with(|| m.clone());
+                meta.payload_mapped = true;
+                meta.payload_start = o;
+                b.metas.push(meta);
+            }
+            _ => {
+                meta.payload_mapped = false;
+                meta.payload_start = b.bytes.len();
+                b.bytes.extend_from_slice(payload);
+                b.metas.push(meta);
+            }
+        }
+        let b = &self.batches[w];
         if b.metas.len() >= BATCH_PACKETS || b.bytes.len() >= BATCH_BYTES {
             self.flush(w);
         }
@@ -129,6 +163,7 @@ struct Reader {
     decided: Arc<DecidedFlows>,
     /// Packets of decided flows dropped here. Not in the report: it depends on thread timing.
     early_skipped: u64,
+    dispatched: u64,
     defrag: Defragmenter,
     dispatch: Dispatcher,
     link_counts: BTreeMap<u32, u64>,
@@ -138,13 +173,9 @@ struct Reader {
 }
 
 impl Reader {
-    fn packet(&mut self, p: &RawPacket<'_>, input: u32, packet: u64) {
+    fn packet(&mut self, p: &RawPacket<'_>, map: Option<&Arc<Mmap>>, input: u32, packet: u64) {
         self.seq += 1;
-        let pos = Position {
-            seq: self.seq,
-            input,
-            packet,
-        };
+        let pos = Position { seq: self.seq, input, packet };
         self.stats.packets += 1;
         self.stats.bytes += p.orig_len as u64;
         *self.link_counts.entry(p.linktype).or_default() += 1;
@@ -154,13 +185,13 @@ impl Reader {
             self.stats.truncated += 1;
         }
         match decode::decode(p.linktype, p.data) {
-            Outcome::Packet(d) => self.decoded(&d, p.ts_ns, pos),
+            Outcome::Packet(d) => self.decoded(&d, map, p.ts_ns, pos),
             Outcome::Fragment(f) => {
                 let Some(datagram) = self.defrag.add(&f, p.ts_ns) else {
                     return;
                 };
                 match decode::decode_reassembled(&f, &datagram) {
-                    Outcome::Packet(d) => self.decoded(&d, p.ts_ns, pos),
+                    Outcome::Packet(d) => self.decoded(&d, None, p.ts_ns, pos),
                     Outcome::Malformed(_) => self.stats.malformed += 1,
                     Outcome::Skipped(_) => self.stats.skipped.not_tcp_udp += 1,
                     Outcome::Fragment(_) => {}
@@ -173,13 +204,11 @@ impl Reader {
         }
     }
 
-    fn decoded(&mut self, d: &Decoded<'_>, ts_ns: i64, pos: Position) {
+    fn decoded(&mut self, d: &Decoded<'_>, map: Option<&Arc<Mmap>>, ts_ns: i64, pos: Position) {
         self.stats.decoded += 1;
         let wanted = match d.transport {
             Transport::Udp => (d.sport == 53 || d.dport == 53) && !d.payload.is_empty(),
-            Transport::Tcp { flags, .. } => {
-                !d.payload.is_empty() || flags & (TCP_SYN | TCP_RST) != 0
-            }
+            Transport::Tcp { flags, .. } => !d.payload.is_empty() || flags & (TCP_SYN | TCP_RST) != 0,
         };
         if !wanted {
             self.stats.skipped.not_inspected += 1;
@@ -205,24 +234,19 @@ impl Reader {
             hash,
             reverse,
             transport: d.transport,
+            payload_mapped: false,
             payload_start: 0,
             payload_len: 0,
         };
-        self.dispatch.push(meta, d.payload, hash);
+        self.dispatched += 1;
+        self.dispatch.push(meta, d.payload, map, hash);
     }
 }
 
 fn progress_line(done: u64, total: u64, packets: u64, started: Instant) {
-    let pct = if total > 0 {
-        done as f64 * 100.0 / total as f64
-    } else {
-        0.0
-    };
+    let pct = if total > 0 { done as f64 * 100.0 / total as f64 } else { 0.0 };
     let secs = started.elapsed().as_secs_f64().max(1e-3);
-    eprint!(
-        "\r{pct:5.1}%  {packets} packets  {:.2} Mpps ",
-        packets as f64 / secs / 1e6
-    );
+    eprint!("\r{pct:5.1}%  {packets} packets  {:.2} Mpps ", packets as f64 / secs / 1e6);
     let _ = std::io::stderr().flush();
 }
 
@@ -250,11 +274,11 @@ pub fn run(inputs: &[PathBuf], rules: Arc<Rules>, opts: &Options) -> Analysis {
                 let mut w = Worker::new(rules, decided, limits);
                 for mut batch in rx {
                     for m in &batch.metas {
-                        let start = m.payload_start as usize;
-                        w.process(m, &batch.bytes[start..start + m.payload_len as usize]);
+                        w.process(m, batch.payload(m));
                     }
                     batch.metas.clear();
                     batch.bytes.clear();
+                    batch.map = None;
                     let _ = free_tx.send(batch);
                 }
                 w.finish();
@@ -267,35 +291,23 @@ pub fn run(inputs: &[PathBuf], rules: Arc<Rules>, opts: &Options) -> Analysis {
         stats: Stats::default(),
         decided,
         early_skipped: 0,
+        dispatched: 0,
         defrag: Defragmenter::default(),
-        dispatch: Dispatcher {
-            senders,
-            free: free_rx,
-            batches: (0..n).map(|_| Batch::default()).collect(),
-        },
+        dispatch: Dispatcher { senders, free: free_rx, batches: (0..n).map(|_| Batch::default()).collect() },
         link_counts: BTreeMap::new(),
         seq: 0,
         first_ts: None,
         last_ts: None,
     };
     let show_progress = opts.progress && std::io::stderr().is_terminal();
-    let total_bytes: u64 = inputs
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum();
+    let total_bytes: u64 = inputs.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     let started = Instant::now();
     let mut last_progress = Instant::now();
     let mut done_bytes = 0u64;
     let mut summaries = Vec::new();
     let mut errors = Vec::new();
     for (idx, path) in inputs.iter().enumerate() {
-        let mut summary = InputSummary {
-            path: path.display().to_string(),
-            packets: 0,
-            bytes: 0,
-            error: None,
-        };
+        let mut summary = InputSummary { path: path.display().to_string(), packets: 0, bytes: 0, error: None };
         let mut r = match CaptureReader::open(path) {
             Ok(r) => r,
             Err(e) => {
@@ -306,22 +318,15 @@ pub fn run(inputs: &[PathBuf], rules: Arc<Rules>, opts: &Options) -> Analysis {
             }
         };
         let before = reader.stats.bytes;
+        let map = r.mapping().cloned();
         loop {
             match r.next_packet() {
                 Ok(Some(p)) => {
-                    reader.packet(&p, idx as u32, p.number);
+                    reader.packet(&p, map.as_ref(), idx as u32, p.number);
                     let packet = p.number;
-                    if show_progress
-                        && packet % 65_536 == 0
-                        && last_progress.elapsed() > Duration::from_millis(250)
-                    {
+                    if show_progress && packet % 65_536 == 0 && last_progress.elapsed() > Duration::from_millis(250) {
                         last_progress = Instant::now();
-                        progress_line(
-                            done_bytes + r.offset(),
-                            total_bytes,
-                            reader.stats.packets,
-                            started,
-                        );
+                        progress_line(done_bytes + r.offset(), total_bytes, reader.stats.packets, started);
                     }
                 }
                 Ok(None) => break,
@@ -346,21 +351,16 @@ pub fn run(inputs: &[PathBuf], rules: Arc<Rules>, opts: &Options) -> Analysis {
         reader.dispatch.flush(w);
     }
     reader.defrag.finish();
-    let Reader {
-        mut stats,
-        defrag,
-        dispatch,
-        link_counts,
-        first_ts,
-        last_ts,
-        ..
-    } = reader;
+    if std::env::var_os("KAVWATCH_DEBUG").is_some() {
+        eprintln!(
+            "debug: packets dropped early as decided: {}, dispatched: {}",
+            reader.early_skipped, reader.dispatched
+        );
+    }
+    let Reader { mut stats, defrag, dispatch, link_counts, first_ts, last_ts, .. } = reader;
     drop(dispatch);
     stats.fragments = defrag.stats;
-    stats.link_types = link_counts
-        .into_iter()
-        .map(|(lt, c)| (link::linktype_name(lt), c))
-        .collect();
+    stats.link_types = link_counts.into_iter().map(|(lt, c)| (link::linktype_name(lt), c)).collect();
     let mut observations = Vec::new();
     for h in handles {
         let (obs, ws) = h.join().expect("a worker thread panicked");
@@ -369,12 +369,5 @@ pub fn run(inputs: &[PathBuf], rules: Arc<Rules>, opts: &Options) -> Analysis {
     }
     observations.sort_by_key(|o| o.sort_key());
     stats.observations = observations.len() as u64;
-    Analysis {
-        observations,
-        stats,
-        inputs: summaries,
-        first_ts,
-        last_ts,
-        errors,
-    }
+    Analysis { observations, stats, inputs: summaries, first_ts, last_ts, errors }
 }

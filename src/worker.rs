@@ -12,9 +12,7 @@ use crate::flow::FlowKey;
 use crate::flow::decided::DecidedFlows;
 use crate::flow::reassembly::{Added, Stream};
 use crate::flow::table::FlowTable;
-use crate::observation::{
-    Detail, DnsAnswer, DnsDetail, HttpDetail, Observation, Position, TlsDetail,
-};
+use crate::observation::{Detail, DnsAnswer, DnsDetail, HttpDetail, Observation, Position, TlsDetail};
 use crate::proto::{dns, http, tls};
 use crate::rules::matcher::Rules;
 
@@ -37,11 +35,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits {
-            max_flows: 131_072,
-            flow_idle_ns: 60_000_000_000,
-            reassembly_bytes: 32 * 1024 * 1024,
-        }
+        Limits { max_flows: 131_072, flow_idle_ns: 60_000_000_000, reassembly_bytes: 32 * 1024 * 1024 }
     }
 }
 
@@ -56,7 +50,9 @@ pub struct PacketMeta {
     /// The packet goes from `key.b` to `key.a`.
     pub reverse: bool,
     pub transport: Transport,
-    pub payload_start: u32,
+    /// Where the payload is: in the batch's mapped capture file, or in its byte arena.
+    pub payload_mapped: bool,
+    pub payload_start: usize,
     pub payload_len: u32,
 }
 
@@ -131,13 +127,7 @@ struct TcpFlow {
 
 impl TcpFlow {
     fn new() -> TcpFlow {
-        TcpFlow {
-            client: None,
-            app: App::Unknown,
-            isn: [None; 2],
-            streams: [None, None],
-            unknown_segments: [0; 2],
-        }
+        TcpFlow { client: None, app: App::Unknown, isn: [None; 2], streams: [None, None], unknown_segments: [0; 2] }
     }
 
     fn held(&self) -> usize {
@@ -205,9 +195,7 @@ impl Worker {
             self.dns_swept_at = now;
             let mut expired = Vec::new();
             self.dns_pending.retain(|_, obs| {
-                let keep = obs
-                    .first()
-                    .is_some_and(|o| now - o.ts_ns <= DNS_ANSWER_WINDOW_NS);
+                let keep = obs.first().is_some_and(|o| now - o.ts_ns <= DNS_ANSWER_WINDOW_NS);
                 if !keep {
                     expired.append(obs);
                 }
@@ -233,14 +221,7 @@ impl Worker {
         }
     }
 
-    fn observe(
-        &mut self,
-        m: &PacketMeta,
-        ts_ns: i64,
-        host: IpAddr,
-        name: &str,
-        detail: Detail,
-    ) -> Option<Observation> {
+    fn observe(&mut self, m: &PacketMeta, ts_ns: i64, host: IpAddr, name: &str, detail: Detail) -> Option<Observation> {
         self.stats.names_checked += 1;
         let rule = self.rules.find_index(name)?;
         self.stats.names_matched += 1;
@@ -271,13 +252,8 @@ impl Worker {
         if !d.is_response {
             let mut found = Vec::new();
             for q in &d.questions {
-                let detail = DnsDetail {
-                    id: d.id,
-                    qtype: q.qtype,
-                    rcode: None,
-                    answers: Vec::new(),
-                    response_only: false,
-                };
+                let detail =
+                    DnsDetail { id: d.id, qtype: q.qtype, rcode: None, answers: Vec::new(), response_only: false };
                 if let Some(o) = self.observe(m, ts_ns, m.src().0, &q.name, Detail::Dns(detail)) {
                     found.push(o);
                 }
@@ -287,11 +263,8 @@ impl Worker {
             }
             if self.dns_pending.len() >= DNS_PENDING_MAX && !self.dns_pending.contains_key(&key) {
                 // Full: let the oldest query go out unanswered rather than grow.
-                if let Some(k) = self
-                    .dns_pending
-                    .iter()
-                    .min_by_key(|(_, v)| v.first().map(|o| o.sort_key()))
-                    .map(|(k, _)| *k)
+                if let Some(k) =
+                    self.dns_pending.iter().min_by_key(|(_, v)| v.first().map(|o| o.sort_key())).map(|(k, _)| *k)
                 {
                     let mut old = self.dns_pending.remove(&k).unwrap_or_default();
                     self.observations.append(&mut old);
@@ -314,18 +287,12 @@ impl Worker {
                     dns::AnswerData::Cname(n) => n.clone(),
                     dns::AnswerData::Other => return None,
                 };
-                Some(DnsAnswer {
-                    name: a.name.clone(),
-                    rtype: a.rtype,
-                    data,
-                    ttl: a.ttl,
-                })
+                Some(DnsAnswer { name: a.name.clone(), rtype: a.rtype, data, ttl: a.ttl })
             })
             .collect();
         if let Some(mut pending) = self.dns_pending.remove(&key) {
-            let in_window = pending
-                .first()
-                .is_some_and(|o| ts_ns - o.ts_ns <= DNS_ANSWER_WINDOW_NS && ts_ns >= o.ts_ns);
+            let in_window =
+                pending.first().is_some_and(|o| ts_ns - o.ts_ns <= DNS_ANSWER_WINDOW_NS && ts_ns >= o.ts_ns);
             if in_window {
                 for o in &mut pending {
                     if let Detail::Dns(dd) = &mut o.detail {
@@ -450,11 +417,7 @@ impl Worker {
             s
         });
         let before = stream.held();
-        let added = if budget_full {
-            Added::Overflow
-        } else {
-            stream.add(seq, payload, cap)
-        };
+        let added = if budget_full { Added::Overflow } else { stream.add(seq, payload, cap) };
         let after = stream.held();
         self.reassembly_held = self.reassembly_held + after - before.min(after);
         if added == Added::Overflow {
@@ -502,12 +465,7 @@ impl Worker {
     }
 
     fn tls(&mut self, m: &PacketMeta, dir: usize) {
-        let Some(data) = self
-            .flows
-            .get_mut(&m.key)
-            .and_then(|f| f.streams[dir].as_ref())
-            .map(|s| s.data())
-        else {
+        let Some(data) = self.flows.get_mut(&m.key).and_then(|f| f.streams[dir].as_ref()).map(|s| s.data()) else {
             return;
         };
         match tls::parse_client_hello(data) {
@@ -565,9 +523,7 @@ impl Worker {
                             version: req.version.clone(),
                             user_agent: req.user_agent.clone(),
                         };
-                        if let Some(o) =
-                            self.observe(m, m.ts_ns, m.src().0, host, Detail::Http(detail))
-                        {
+                        if let Some(o) = self.observe(m, m.ts_ns, m.src().0, host, Detail::Http(detail)) {
                             self.observations.push(o);
                         }
                     }
@@ -591,10 +547,7 @@ impl Worker {
         let before = stream.held();
         loop {
             let data = stream.data();
-            let Some(len) = data
-                .get(..2)
-                .map(|l| u16::from_be_bytes([l[0], l[1]]) as usize)
-            else {
+            let Some(len) = data.get(..2).map(|l| u16::from_be_bytes([l[0], l[1]]) as usize) else {
                 break;
             };
             let Some(msg) = data.get(2..2 + len) else {

@@ -12,43 +12,21 @@ fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) -> String {
 }
 
 fn kasp_query(ts: i64, src: [u8; 4], name: &[u8]) -> (i64, Vec<u8>) {
-    (
-        ts,
-        udp_frame(src, [10, 0, 0, 53], 40000, 53, &dns_query(7, name, 1)),
-    )
+    (ts, udp_frame(src, [10, 0, 0, 53], 40000, 53, &dns_query(7, name, 1)))
 }
 
 #[test]
 fn bad_files_exit_2_with_one_line_naming_the_file() {
     let d = tmpdir("bad-files");
-    let good = pcap(
-        1,
-        &[kasp_query(
-            AFTER_US,
-            [10, 0, 0, 5],
-            b"s01.upd.kaspersky.com",
-        )],
-    );
+    let good = pcap(1, &[kasp_query(AFTER_US, [10, 0, 0, 5], b"s01.upd.kaspersky.com")]);
     let mut huge = good.clone();
     huge[24 + 8..24 + 12].copy_from_slice(&3_000_000_000u32.to_le_bytes());
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("empty.pcap", vec![], "empty file"),
-        (
-            "garbage.pcap",
-            b"this is not a capture file at all".to_vec(),
-            "not a pcap or pcapng file",
-        ),
-        (
-            "cut.pcap",
-            good[..good.len() - 10].to_vec(),
-            "truncated at byte 24 (after packet 0)",
-        ),
+        ("garbage.pcap", b"this is not a capture file at all".to_vec(), "not a pcap or pcapng file"),
+        ("cut.pcap", good[..good.len() - 10].to_vec(), "truncated at byte 24 (after packet 0)"),
         ("huge.pcap", huge, "3000000000"),
-        (
-            "header-only.pcap",
-            good[..20].to_vec(),
-            "truncated at byte 0",
-        ),
+        ("header-only.pcap", good[..20].to_vec(), "truncated at byte 0"),
     ];
     for (name, bytes, expect) in cases {
         let path = write(&d, name, &bytes);
@@ -82,26 +60,14 @@ fn what_was_read_before_the_damage_is_still_reported() {
     assert_eq!(r["hosts"].as_array().unwrap().len(), 1, "{r}");
     assert_eq!(r["hosts"][0]["ip"], "10.0.0.5");
     assert_eq!(r["inputs"][0]["packets"], 1);
-    assert!(
-        r["inputs"][0]["error"]
-            .as_str()
-            .unwrap()
-            .contains("truncated")
-    );
+    assert!(r["inputs"][0]["error"].as_str().unwrap().contains("truncated"));
     assert!(r["errors"][0].as_str().unwrap().contains("damaged.pcap"));
 }
 
 #[test]
 fn unknown_link_type_is_skipped_and_counted() {
     let d = tmpdir("linktype");
-    let path = write(
-        &d,
-        "usb.pcap",
-        &pcap(
-            189,
-            &[(AFTER_US, vec![1, 2, 3, 4]), (AFTER_US, vec![5; 40])],
-        ),
-    );
+    let path = write(&d, "usb.pcap", &pcap(189, &[(AFTER_US, vec![1, 2, 3, 4]), (AFTER_US, vec![5; 40])]));
     let report = d.join("r.json");
     let o = run(&["analyze", "-q", &path, "--report", report.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -125,51 +91,20 @@ fn bad_options_exit_2() {
     let path = write(&d, "ok.pcap", &pcap(1, &[]));
     let o = run(&["analyze", &path, "--cutoff", "yesterday"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("--cutoff") && stderr(&o).lines().count() == 1,
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("--cutoff") && stderr(&o).lines().count() == 1, "{}", stderr(&o));
     let o = run(&["analyze", &path, "--events", "/nonexistent-dir/e.json"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("/nonexistent-dir/e.json"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("/nonexistent-dir/e.json"), "{}", stderr(&o));
 }
 
 #[test]
 fn fail_on_active_and_cutoff_override() {
     let d = tmpdir("fail-on-active");
-    let path = write(
-        &d,
-        "a.pcap",
-        &pcap(
-            1,
-            &[kasp_query(
-                AFTER_US,
-                [10, 0, 0, 5],
-                b"s01.upd.kaspersky.com",
-            )],
-        ),
-    );
+    let path = write(&d, "a.pcap", &pcap(1, &[kasp_query(AFTER_US, [10, 0, 0, 5], b"s01.upd.kaspersky.com")]));
     assert_eq!(run(&["analyze", "-q", &path]).status.code(), Some(0));
-    assert_eq!(
-        run(&["analyze", "-q", "--fail-on-active", &path])
-            .status
-            .code(),
-        Some(3)
-    );
+    assert_eq!(run(&["analyze", "-q", "--fail-on-active", &path]).status.code(), Some(3));
     // Moving the cutoff after the traffic makes the same host active only before it.
-    let o = run(&[
-        "analyze",
-        "-q",
-        "--fail-on-active",
-        "--cutoff",
-        "2030-01-01T00:00:00Z",
-        &path,
-    ]);
+    let o = run(&["analyze", "-q", "--fail-on-active", "--cutoff", "2030-01-01T00:00:00Z", &path]);
     assert_eq!(o.status.code(), Some(0));
 }
 
@@ -182,35 +117,18 @@ fn hostile_names_are_escaped_in_every_output() {
         b"x\x1b[31m\",\"host\":\"1.2.3.4.upd.kaspersky.com",
         b"\xff\xfe=cmd|' /C calc'!A0.upd.kaspersky.com",
     ];
-    let recs: Vec<_> = evil
-        .iter()
-        .enumerate()
-        .map(|(i, n)| kasp_query(AFTER_US + i as i64, [10, 0, 0, 9], n))
-        .collect();
+    let recs: Vec<_> =
+        evil.iter().enumerate().map(|(i, n)| kasp_query(AFTER_US + i as i64, [10, 0, 0, 9], n)).collect();
     let path = write(&d, "evil.pcap", &pcap(1, &recs));
     let (events, report, csv) = (d.join("e.json"), d.join("r.json"), d.join("r.csv"));
-    let o = run(&[
-        "analyze",
-        &path,
-        "--events",
-        events.to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-    ]);
+    let o = run(&["analyze", &path, "--events", events.to_str().unwrap(), "--report", report.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(
-        run(&["analyze", "-q", &path, "--report", csv.to_str().unwrap()])
-            .status
-            .success()
-    );
+    assert!(run(&["analyze", "-q", &path, "--report", csv.to_str().unwrap()]).status.success());
     let ev = json_lines(&events);
     assert_eq!(ev.len(), 4, "one event per name, none split");
     for e in &ev {
         let dom = e["domain"].as_str().unwrap();
-        assert!(
-            dom.bytes().all(|b| (0x21..0x7f).contains(&b)),
-            "printable ASCII only: {dom:?}"
-        );
+        assert!(dom.bytes().all(|b| (0x21..0x7f).contains(&b)), "printable ASCII only: {dom:?}");
         assert_eq!(e["host"], "10.0.0.9");
     }
     assert_eq!(ev[0]["domain"], "a\\x0ab.upd.kaspersky.com");
@@ -218,13 +136,7 @@ fn hostile_names_are_escaped_in_every_output() {
     assert!(!stdout(&o).contains('\x1b'));
     let csv = std::fs::read_to_string(&csv).unwrap();
     assert_eq!(csv.lines().count(), 2, "{csv}");
-    assert!(
-        json(&report)["hosts"][0]["domains"]
-            .as_array()
-            .unwrap()
-            .len()
-            == 4
-    );
+    assert!(json(&report)["hosts"][0]["domains"].as_array().unwrap().len() == 4);
 }
 
 #[test]
@@ -242,10 +154,7 @@ fn rules_check_and_match() {
     ]);
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
-    assert!(
-        lines[0].starts_with("dnl-02.geo.kaspersky.com\tupdate\t"),
-        "{out}"
-    );
+    assert!(lines[0].starts_with("dnl-02.geo.kaspersky.com\tupdate\t"), "{out}");
     for l in &lines[1..] {
         assert!(l.contains("(no rule)"), "{l}");
     }
@@ -258,8 +167,5 @@ fn rules_check_and_match() {
     let o = run(&["rules", "check", &bad]);
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
-    assert!(
-        err.contains(&format!("{bad}:8:")) && err.contains("`category`"),
-        "{err}"
-    );
+    assert!(err.contains(&format!("{bad}:8:")) && err.contains("`category`"), "{err}");
 }

@@ -3,12 +3,16 @@
 //! from a file or standard input.
 //!
 //! Own reader rather than libpcap: libpcap refuses pcapng files whose interfaces have
-//! different link types, cannot read gzip, and copies every packet. This one does large
-//! buffered reads and hands out packets as slices of its buffer.
+//! different link types, cannot read gzip, and copies every packet. This one maps regular
+//! files into memory (no copy at all; pages behind the reader are released so RSS stays
+//! flat) and reads pipes and gzip with large buffered reads; packets are slices of either.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
+use std::sync::Arc;
+
+use memmap2::{Mmap, UncheckedAdvice};
 
 use thiserror::Error;
 
@@ -17,6 +21,11 @@ pub const MAX_CAPLEN: u32 = 262_144;
 /// The largest pcapng block (an option-heavy block is still far below this).
 const MAX_BLOCK: u32 = 16 * 1024 * 1024;
 const READ_CHUNK: usize = 4 * 1024 * 1024;
+/// A mapped file's pages are released in steps of this many bytes...
+const RELEASE_EVERY: usize = 4 * 1024 * 1024;
+/// ...this far behind the reader, so that pages workers still read from queued batches
+/// (a few MB at most) are not released under them and faulted back in for good.
+const RELEASE_LAG: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Error)]
 pub enum CaptureError {
@@ -27,19 +36,9 @@ pub enum CaptureError {
     #[error("{name}: empty file")]
     Empty { name: String },
     #[error("{name}: truncated at byte {offset} (after packet {packet}): {what}")]
-    Truncated {
-        name: String,
-        offset: u64,
-        packet: u64,
-        what: &'static str,
-    },
+    Truncated { name: String, offset: u64, packet: u64, what: &'static str },
     #[error("{name}: invalid data at byte {offset} (after packet {packet}): {what}")]
-    Invalid {
-        name: String,
-        offset: u64,
-        packet: u64,
-        what: String,
-    },
+    Invalid { name: String, offset: u64, packet: u64, what: String },
 }
 
 /// One captured frame, borrowed from the reader's buffer.
@@ -85,22 +84,17 @@ struct Interface {
 
 #[derive(Debug)]
 enum Format {
-    Pcap {
-        big: bool,
-        unit: TsUnit,
-        linktype: u32,
-    },
-    PcapNg {
-        big: bool,
-        ifaces: Vec<Interface>,
-        last_ts: i64,
-    },
+    Pcap { big: bool, unit: TsUnit, linktype: u32 },
+    PcapNg { big: bool, ifaces: Vec<Interface>, last_ts: i64 },
 }
 
 pub struct CaptureReader {
     name: String,
     src: Box<dyn Read + Send>,
     buf: Vec<u8>,
+    /// Regular files are read through a mapping instead of `src`/`buf`.
+    map: Option<Arc<Mmap>>,
+    released: usize,
     start: usize,
     end: usize,
     /// File offset of `buf[0]` (of the decompressed stream for gzip input).
@@ -112,28 +106,18 @@ pub struct CaptureReader {
 
 impl std::fmt::Debug for CaptureReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CaptureReader")
-            .field("name", &self.name)
-            .finish()
+        f.debug_struct("CaptureReader").field("name", &self.name).finish()
     }
 }
 
 fn u16_at(b: &[u8], big: bool) -> u16 {
     let a = [b[0], b[1]];
-    if big {
-        u16::from_be_bytes(a)
-    } else {
-        u16::from_le_bytes(a)
-    }
+    if big { u16::from_be_bytes(a) } else { u16::from_le_bytes(a) }
 }
 
 fn u32_at(b: &[u8], big: bool) -> u32 {
     let a = [b[0], b[1], b[2], b[3]];
-    if big {
-        u32::from_be_bytes(a)
-    } else {
-        u32::from_le_bytes(a)
-    }
+    if big { u32::from_be_bytes(a) } else { u32::from_le_bytes(a) }
 }
 
 const PCAPNG_SHB: u32 = 0x0A0D_0D0A;
@@ -142,42 +126,84 @@ impl CaptureReader {
     /// Opens a file (or standard input for `-`), transparently gunzipping it.
     pub fn open(path: &Path) -> Result<CaptureReader, CaptureError> {
         let name = path.display().to_string();
-        let src: Box<dyn Read + Send> = if name == "-" {
-            Box::new(io::stdin())
-        } else {
-            Box::new(File::open(path).map_err(|source| CaptureError::Io {
-                name: name.clone(),
-                source,
-            })?)
-        };
-        Self::from_reader(name, src)
+        if name == "-" {
+            return Self::from_reader(name, Box::new(io::stdin()));
+        }
+        let io_err = |source| CaptureError::Io { name: name.clone(), source };
+        let file = File::open(path).map_err(io_err)?;
+        let meta = file.metadata().map_err(io_err)?;
+        if meta.is_file() && meta.len() >= 4 {
+            // Safety: the mapping is read-only; a file truncated under us would fault, as it
+            // would for any reader of a mapped file. Captures being analysed are not modified.
+            let map = unsafe { Mmap::map(&file) }.map_err(io_err)?;
+            if map[..2] != [0x1f, 0x8b] {
+                return Self::from_map(name, Arc::new(map));
+            }
+        }
+        Self::from_reader(name, Box::new(file))
     }
 
-    pub fn from_reader(
-        name: String,
-        src: Box<dyn Read + Send>,
-    ) -> Result<CaptureReader, CaptureError> {
+    fn from_map(name: String, map: Arc<Mmap>) -> Result<CaptureReader, CaptureError> {
+        let end = map.len();
+        let mut r = CaptureReader {
+            name,
+            src: Box::new(io::empty()),
+            buf: Vec::new(),
+            map: Some(map),
+            released: 0,
+            start: 0,
+            end,
+            base: 0,
+            eof: true,
+            format: Format::Pcap { big: false, unit: TsUnit::Dec(6), linktype: 0 },
+            packets: 0,
+        };
+        r.read_file_header()?;
+        Ok(r)
+    }
+
+    /// The mapping packets are sliced from, when the input is a mapped file.
+    pub fn mapping(&self) -> Option<&Arc<Mmap>> {
+        self.map.as_ref()
+    }
+
+    /// The bytes read so far (the whole file when mapped).
+    fn window(&self) -> &[u8] {
+        match &self.map {
+            Some(m) => m,
+            None => &self.buf,
+        }
+    }
+
+    /// Gives the pages of a mapped file behind the reader back to the kernel.
+    fn release_behind(&mut self) {
+        let Some(map) = &self.map else { return };
+        if self.start < self.released + RELEASE_LAG + RELEASE_EVERY {
+            return;
+        }
+        let upto = (self.start - RELEASE_LAG) & !(4096 - 1);
+        // Safety: DONTNEED on a read-only file mapping only drops our page-table entries; a
+        // later access (a worker still reading a batch) faults the page back in from the file.
+        let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, self.released, upto - self.released) };
+        self.released = upto;
+    }
+
+    pub fn from_reader(name: String, src: Box<dyn Read + Send>) -> Result<CaptureReader, CaptureError> {
         let mut r = CaptureReader {
             name,
             src,
             buf: vec![0; READ_CHUNK],
+            map: None,
+            released: 0,
             start: 0,
             end: 0,
             base: 0,
             eof: false,
-            format: Format::Pcap {
-                big: false,
-                unit: TsUnit::Dec(6),
-                linktype: 0,
-            },
+            format: Format::Pcap { big: false, unit: TsUnit::Dec(6), linktype: 0 },
             packets: 0,
         };
         if !r.fill(2)? {
-            return Err(if r.end == 0 {
-                CaptureError::Empty { name: r.name }
-            } else {
-                r.truncated("file header")
-            });
+            return Err(if r.end == 0 { CaptureError::Empty { name: r.name } } else { r.truncated("file header") });
         }
         if r.buf[0] == 0x1f && r.buf[1] == 0x8b {
             // gzip: restart on a decoder fed with what we already read.
@@ -211,21 +237,11 @@ impl CaptureReader {
     }
 
     fn truncated(&self, what: &'static str) -> CaptureError {
-        CaptureError::Truncated {
-            name: self.name.clone(),
-            offset: self.offset(),
-            packet: self.packets,
-            what,
-        }
+        CaptureError::Truncated { name: self.name.clone(), offset: self.offset(), packet: self.packets, what }
     }
 
     fn invalid(&self, what: String) -> CaptureError {
-        CaptureError::Invalid {
-            name: self.name.clone(),
-            offset: self.offset(),
-            packet: self.packets,
-            what,
-        }
+        CaptureError::Invalid { name: self.name.clone(), offset: self.offset(), packet: self.packets, what }
     }
 
     /// Makes at least `need` unread bytes available; false at end of input before that.
@@ -248,10 +264,7 @@ impl CaptureReader {
                 Ok(n) => self.end += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(source) => {
-                    return Err(CaptureError::Io {
-                        name: self.name.clone(),
-                        source,
-                    });
+                    return Err(CaptureError::Io { name: self.name.clone(), source });
                 }
             }
         }
@@ -262,18 +275,14 @@ impl CaptureReader {
         if !self.fill(4)? {
             return Err(self.not_capture());
         }
-        let magic = &self.buf[self.start..self.start + 4];
+        let magic = &self.window()[self.start..self.start + 4];
         let (big, unit) = match magic {
             [0xd4, 0xc3, 0xb2, 0xa1] => (false, TsUnit::Dec(6)),
             [0xa1, 0xb2, 0xc3, 0xd4] => (true, TsUnit::Dec(6)),
             [0x4d, 0x3c, 0xb2, 0xa1] => (false, TsUnit::Dec(9)),
             [0xa1, 0xb2, 0x3c, 0x4d] => (true, TsUnit::Dec(9)),
             [0x0a, 0x0d, 0x0d, 0x0a] => {
-                self.format = Format::PcapNg {
-                    big: false,
-                    ifaces: Vec::new(),
-                    last_ts: 0,
-                };
+                self.format = Format::PcapNg { big: false, ifaces: Vec::new(), last_ts: 0 };
                 return self.read_shb();
             }
             _ => return Err(self.not_capture()),
@@ -281,24 +290,17 @@ impl CaptureReader {
         if !self.fill(24)? {
             return Err(self.truncated("pcap file header"));
         }
-        let h = &self.buf[self.start..self.start + 24];
+        let h = &self.window()[self.start..self.start + 24];
         // The FCS-length bits live in the top of the link-type field.
         let linktype = u32_at(&h[20..], big) & 0x0fff_ffff;
-        self.format = Format::Pcap {
-            big,
-            unit,
-            linktype,
-        };
+        self.format = Format::Pcap { big, unit, linktype };
         self.start += 24;
         Ok(())
     }
 
     fn not_capture(&self) -> CaptureError {
-        let magic = self.buf[self.start..self.end.min(self.start + 4)].to_vec();
-        CaptureError::NotCapture {
-            name: self.name.clone(),
-            magic,
-        }
+        let magic = self.window()[self.start..self.end.min(self.start + 4)].to_vec();
+        CaptureError::NotCapture { name: self.name.clone(), magic }
     }
 
     /// Section header block: sets the byte order for the section and forgets its interfaces.
@@ -306,22 +308,18 @@ impl CaptureReader {
         if !self.fill(12)? {
             return Err(self.truncated("pcapng section header"));
         }
-        let bom = &self.buf[self.start + 8..self.start + 12];
+        let bom = &self.window()[self.start + 8..self.start + 12];
         let big = match bom {
             [0x1a, 0x2b, 0x3c, 0x4d] => true,
             [0x4d, 0x3c, 0x2b, 0x1a] => false,
             _ => return Err(self.invalid(format!("bad pcapng byte-order magic {bom:02x?}"))),
         };
-        let len = u32_at(&self.buf[self.start + 4..], big);
+        let len = u32_at(&self.window()[self.start + 4..], big);
         self.check_block_len(len, 28)?;
         if !self.fill(len as usize)? {
             return Err(self.truncated("pcapng section header"));
         }
-        self.format = Format::PcapNg {
-            big,
-            ifaces: Vec::new(),
-            last_ts: 0,
-        };
+        self.format = Format::PcapNg { big, ifaces: Vec::new(), last_ts: 0 };
         self.start += len as usize;
         Ok(())
     }
@@ -336,37 +334,22 @@ impl CaptureReader {
     /// The next packet, `None` at the clean end of the input.
     pub fn next_packet(&mut self) -> Result<Option<RawPacket<'_>>, CaptureError> {
         match self.format {
-            Format::Pcap {
-                big,
-                unit,
-                linktype,
-            } => self.next_pcap(big, unit, linktype),
+            Format::Pcap { big, unit, linktype } => self.next_pcap(big, unit, linktype),
             Format::PcapNg { .. } => self.next_pcapng(),
         }
     }
 
-    fn next_pcap(
-        &mut self,
-        big: bool,
-        unit: TsUnit,
-        linktype: u32,
-    ) -> Result<Option<RawPacket<'_>>, CaptureError> {
+    fn next_pcap(&mut self, big: bool, unit: TsUnit, linktype: u32) -> Result<Option<RawPacket<'_>>, CaptureError> {
         if !self.fill(16)? {
-            return if self.end == self.start {
-                Ok(None)
-            } else {
-                Err(self.truncated("packet record header"))
-            };
+            return if self.end == self.start { Ok(None) } else { Err(self.truncated("packet record header")) };
         }
-        let h = &self.buf[self.start..self.start + 16];
+        let h = &self.window()[self.start..self.start + 16];
         let secs = u32_at(h, big) as u64;
         let frac = u32_at(&h[4..], big) as u64;
         let caplen = u32_at(&h[8..], big);
         let orig_len = u32_at(&h[12..], big);
         if caplen > MAX_CAPLEN {
-            return Err(self.invalid(format!(
-                "packet record declares {caplen} captured bytes (limit {MAX_CAPLEN})"
-            )));
+            return Err(self.invalid(format!("packet record declares {caplen} captured bytes (limit {MAX_CAPLEN})")));
         }
         if !self.fill(16 + caplen as usize)? {
             return Err(self.truncated("packet data"));
@@ -379,11 +362,12 @@ impl CaptureReader {
         let at = self.start + 16;
         self.start = at + caplen as usize;
         self.packets += 1;
+        self.release_behind();
         Ok(Some(RawPacket {
             ts_ns,
             linktype,
             iface: 0,
-            data: &self.buf[at..at + caplen as usize],
+            data: &self.window()[at..at + caplen as usize],
             orig_len: orig_len.max(caplen),
             number: self.packets,
         }))
@@ -392,22 +376,18 @@ impl CaptureReader {
     fn next_pcapng(&mut self) -> Result<Option<RawPacket<'_>>, CaptureError> {
         loop {
             if !self.fill(8)? {
-                return if self.end == self.start {
-                    Ok(None)
-                } else {
-                    Err(self.truncated("pcapng block header"))
-                };
+                return if self.end == self.start { Ok(None) } else { Err(self.truncated("pcapng block header")) };
             }
             let big = match &self.format {
                 Format::PcapNg { big, .. } => *big,
                 Format::Pcap { .. } => unreachable!("pcapng reader on a pcap file"),
             };
-            let btype = u32_at(&self.buf[self.start..], big);
+            let btype = u32_at(&self.window()[self.start..], big);
             if btype == PCAPNG_SHB {
                 self.read_shb()?;
                 continue;
             }
-            let len = u32_at(&self.buf[self.start + 4..], big);
+            let len = u32_at(&self.window()[self.start + 4..], big);
             self.check_block_len(len, 12)?;
             if !self.fill(len as usize)? {
                 return Err(self.truncated("pcapng block"));
@@ -415,34 +395,26 @@ impl CaptureReader {
             let block_start = self.start;
             let body = block_start + 8..block_start + len as usize - 4;
             self.start += len as usize;
+            self.release_behind();
             match btype {
                 1 => self.read_idb(body, big)?,
                 6 | 2 => {
                     // Enhanced packet block (6); obsolete packet block (2) has a 16-bit interface id.
-                    let b = &self.buf[body.clone()];
+                    let b = &self.window()[body.clone()];
                     if b.len() < 20 {
                         return Err(self.invalid("packet block too short".into()));
                     }
-                    let iface = if btype == 6 {
-                        u32_at(b, big)
-                    } else {
-                        u16_at(b, big) as u32
-                    };
+                    let iface = if btype == 6 { u32_at(b, big) } else { u16_at(b, big) as u32 };
                     let ticks = ((u32_at(&b[4..], big) as u64) << 32) | u32_at(&b[8..], big) as u64;
                     let caplen = u32_at(&b[12..], big);
                     let orig_len = u32_at(&b[16..], big);
                     if caplen as usize > b.len() - 20 || caplen > MAX_CAPLEN {
-                        return Err(
-                            self.invalid(format!("packet block declares {caplen} captured bytes"))
-                        );
+                        return Err(self.invalid(format!("packet block declares {caplen} captured bytes")));
                     }
                     let Some(i) = self.iface(iface) else {
                         return Err(self.invalid(format!("packet on undeclared interface {iface}")));
                     };
-                    let ts_ns = i
-                        .unit
-                        .to_ns(ticks)
-                        .saturating_add(i.offset_s.saturating_mul(1_000_000_000));
+                    let ts_ns = i.unit.to_ns(ticks).saturating_add(i.offset_s.saturating_mul(1_000_000_000));
                     let linktype = i.linktype;
                     if let Format::PcapNg { last_ts, .. } = &mut self.format {
                         *last_ts = ts_ns;
@@ -453,14 +425,14 @@ impl CaptureReader {
                         ts_ns,
                         linktype,
                         iface,
-                        data: &self.buf[at..at + caplen as usize],
+                        data: &self.window()[at..at + caplen as usize],
                         orig_len: orig_len.max(caplen),
                         number: self.packets,
                     }));
                 }
                 3 => {
                     // Simple packet block: interface 0, no timestamp (we reuse the previous one).
-                    let b = &self.buf[body.clone()];
+                    let b = &self.window()[body.clone()];
                     if b.len() < 4 {
                         return Err(self.invalid("simple packet block too short".into()));
                     }
@@ -481,7 +453,7 @@ impl CaptureReader {
                         ts_ns,
                         linktype,
                         iface: 0,
-                        data: &self.buf[at..at + caplen as usize],
+                        data: &self.window()[at..at + caplen as usize],
                         orig_len: orig_len.max(caplen),
                         number: self.packets,
                     }));
@@ -500,7 +472,7 @@ impl CaptureReader {
     }
 
     fn read_idb(&mut self, body: std::ops::Range<usize>, big: bool) -> Result<(), CaptureError> {
-        let b = &self.buf[body];
+        let b = &self.window()[body];
         if b.len() < 8 {
             return Err(self.invalid("interface description block too short".into()));
         }
@@ -523,11 +495,7 @@ impl CaptureReader {
                 (0, _) => break,
                 (9, 1) => {
                     let r = val[0];
-                    iface.unit = if r & 0x80 != 0 {
-                        TsUnit::Bin(r & 0x7f)
-                    } else {
-                        TsUnit::Dec(r)
-                    };
+                    iface.unit = if r & 0x80 != 0 { TsUnit::Bin(r & 0x7f) } else { TsUnit::Dec(r) };
                 }
                 (14, 8) => {
                     let v = if big {
@@ -557,18 +525,10 @@ mod tests {
 
     fn pcap(big: bool, nano: bool, records: &[(u32, u32, &[u8])]) -> Vec<u8> {
         let w32 = |v: u32| {
-            if big {
-                v.to_be_bytes()
-            } else {
-                v.to_le_bytes()
-            }
+            if big { v.to_be_bytes() } else { v.to_le_bytes() }
         };
         let w16 = |v: u16| {
-            if big {
-                v.to_be_bytes()
-            } else {
-                v.to_le_bytes()
-            }
+            if big { v.to_be_bytes() } else { v.to_le_bytes() }
         };
         let mut f = Vec::new();
         f.extend_from_slice(&w32(if nano { 0xa1b23c4d } else { 0xa1b2c3d4 }));
@@ -598,10 +558,7 @@ mod tests {
                 let mut r = reader(pcap(big, nano, &[(10, 5, b"abc"), (11, 7, b"")])).unwrap();
                 let p = r.next_packet().unwrap().unwrap();
                 let frac = if nano { 5 } else { 5_000 };
-                assert_eq!(
-                    (p.ts_ns, p.linktype, p.data),
-                    (10_000_000_000 + frac, 1, &b"abc"[..])
-                );
+                assert_eq!((p.ts_ns, p.linktype, p.data), (10_000_000_000 + frac, 1, &b"abc"[..]));
                 assert_eq!(r.next_packet().unwrap().unwrap().data, b"");
                 assert!(r.next_packet().unwrap().is_none());
             }
@@ -621,27 +578,18 @@ mod tests {
     #[test]
     fn bad_inputs_give_errors_not_panics() {
         assert!(matches!(reader(vec![]), Err(CaptureError::Empty { .. })));
-        assert!(matches!(
-            reader(b"hello world, not a capture".to_vec()),
-            Err(CaptureError::NotCapture { .. })
-        ));
+        assert!(matches!(reader(b"hello world, not a capture".to_vec()), Err(CaptureError::NotCapture { .. })));
         let full = pcap(false, false, &[(1, 0, b"abcdef")]);
         // Every truncation of a valid file is an error or a clean end, never a panic.
         for n in 1..full.len() {
             if let Ok(mut r) = reader(full[..n].to_vec()) {
                 let res = r.next_packet();
-                assert!(
-                    res.is_err() || res.as_ref().unwrap().is_none(),
-                    "prefix {n}"
-                );
+                assert!(res.is_err() || res.as_ref().unwrap().is_none(), "prefix {n}");
             }
         }
         let mut huge = pcap(false, false, &[(1, 0, b"abcd")]);
         huge[24 + 8..24 + 12].copy_from_slice(&4_000_000_000u32.to_le_bytes());
         let err = reader(huge).unwrap().next_packet().unwrap_err().to_string();
-        assert!(
-            err.contains("byte 24") && err.contains("4000000000"),
-            "{err}"
-        );
+        assert!(err.contains("byte 24") && err.contains("4000000000"), "{err}");
     }
 }

@@ -59,16 +59,8 @@ impl Defragmenter {
         if ts - self.last_sweep > 1_000_000_000 {
             self.expire(ts);
         }
-        let key = Key {
-            vlan: f.vlan,
-            src: f.src,
-            dst: f.dst,
-            id: f.id,
-            proto: f.proto,
-        };
-        if !self.table.contains_key(&key)
-            && (self.table.len() >= MAX_DATAGRAMS || self.bytes >= MAX_BYTES)
-        {
+        let key = Key { vlan: f.vlan, src: f.src, dst: f.dst, id: f.id, proto: f.proto };
+        if !self.table.contains_key(&key) && (self.table.len() >= MAX_DATAGRAMS || self.bytes >= MAX_BYTES) {
             self.evict_oldest();
         }
         let entry = self.table.entry(key).or_insert_with(|| Pending {
@@ -100,12 +92,7 @@ impl Defragmenter {
     }
 
     fn evict_oldest(&mut self) {
-        if let Some(key) = self
-            .table
-            .iter()
-            .min_by_key(|(_, p)| p.first_ts)
-            .map(|(k, _)| *k)
-        {
+        if let Some(key) = self.table.iter().min_by_key(|(_, p)| p.first_ts).map(|(k, _)| *k) {
             self.remove(&key);
             self.stats.evicted += 1;
         }
@@ -157,10 +144,7 @@ mod tests {
     fn reassembles_out_of_order() {
         let mut d = Defragmenter::default();
         assert!(d.add(&frag(1, 1, false, b"ijkl"), 0).is_none());
-        assert_eq!(
-            d.add(&frag(1, 0, true, b"abcdefgh"), 1).unwrap(),
-            b"abcdefghijkl"
-        );
+        assert_eq!(d.add(&frag(1, 0, true, b"abcdefgh"), 1).unwrap(), b"abcdefghijkl");
         assert_eq!(d.stats.reassembled, 1);
         assert_eq!(d.bytes, 0);
     }

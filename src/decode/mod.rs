@@ -6,7 +6,7 @@ pub mod link;
 
 use std::net::IpAddr;
 
-use etherparse::{LaxLinkExtSlice, LaxNetSlice, LaxSlicedPacket, TransportSlice};
+use etherparse::LaxIpSlice;
 
 /// Up to three VLAN ids, outer first (802.1ad / QinQ).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -99,146 +99,89 @@ impl Outcome<'_> {
 
 /// Decodes one frame.
 pub fn decode(linktype: u32, frame: &[u8]) -> Outcome<'_> {
-    let (p, src_mac) = match link::slice(linktype, frame) {
-        Ok(v) => v,
+    let l = match link::slice(linktype, frame) {
+        Ok(l) => l,
         Err(link::LinkError::Unsupported) => return Outcome::Skipped(Skip::UnsupportedLink),
-        Err(link::LinkError::Short) => {
-            return Outcome::Malformed("frame shorter than its link header");
-        }
+        Err(link::LinkError::NotIp) => return Outcome::Skipped(Skip::NotIp),
+        Err(link::LinkError::Short) => return Outcome::Malformed("frame shorter than its link header"),
     };
-    from_sliced(&p, src_mac)
-}
-
-fn vlans(p: &LaxSlicedPacket<'_>) -> VlanTags {
-    let mut tags = VlanTags::default();
-    for ext in &p.link_exts {
-        if let LaxLinkExtSlice::Vlan(v) = ext {
-            tags.push(v.vlan_identifier().value());
-        }
-    }
-    tags
-}
-
-fn from_sliced<'a>(p: &LaxSlicedPacket<'a>, src_mac: Option<[u8; 6]>) -> Outcome<'a> {
-    let vlan = vlans(p);
-    let (src, dst, ip_payload) = match &p.net {
-        Some(LaxNetSlice::Ipv4(v4)) => {
-            let h = v4.header();
-            let pl = v4.payload();
-            if pl.fragmented {
-                return Outcome::Fragment(Fragment {
-                    vlan,
-                    src_mac,
-                    src: IpAddr::V4(h.source_addr()),
-                    dst: IpAddr::V4(h.destination_addr()),
-                    id: h.identification() as u32,
-                    proto: pl.ip_number.0,
-                    offset: h.fragments_offset().value(),
-                    more: h.more_fragments(),
-                    payload: pl.payload,
-                });
+    let Ok((ip, _ext_err)) = LaxIpSlice::from_slice(l.ip) else { return Outcome::Malformed("bad IP header") };
+    let (src, dst) = (ip.source_addr(), ip.destination_addr());
+    let pl = ip.payload();
+    if pl.fragmented {
+        let (id, offset, more) = match &ip {
+            LaxIpSlice::Ipv4(v4) => {
+                let h = v4.header();
+                (h.identification() as u32, h.fragments_offset().value(), h.more_fragments())
             }
-            (
-                IpAddr::V4(h.source_addr()),
-                IpAddr::V4(h.destination_addr()),
-                pl,
-            )
-        }
-        Some(LaxNetSlice::Ipv6(v6)) => {
-            let h = v6.header();
-            let pl = v6.payload();
-            if pl.fragmented {
+            LaxIpSlice::Ipv6(v6) => {
                 let frag = v6.extensions().clone().into_iter().find_map(|e| match e {
                     etherparse::Ipv6ExtensionSlice::Fragment(f) => Some(f),
                     _ => None,
                 });
-                let Some(f) = frag else {
-                    return Outcome::Malformed("IPv6 fragment without fragment header");
-                };
-                return Outcome::Fragment(Fragment {
-                    vlan,
-                    src_mac,
-                    src: IpAddr::V6(h.source_addr()),
-                    dst: IpAddr::V6(h.destination_addr()),
-                    id: f.identification(),
-                    proto: pl.ip_number.0,
-                    offset: f.fragment_offset().value(),
-                    more: f.more_fragments(),
-                    payload: pl.payload,
-                });
+                let Some(f) = frag else { return Outcome::Malformed("IPv6 fragment without fragment header") };
+                (f.identification(), f.fragment_offset().value(), f.more_fragments())
             }
-            (
-                IpAddr::V6(h.source_addr()),
-                IpAddr::V6(h.destination_addr()),
-                pl,
-            )
-        }
-        Some(LaxNetSlice::Arp(_)) => return Outcome::Skipped(Skip::NotIp),
-        None => {
-            return match &p.stop_err {
-                Some(_) => Outcome::Malformed("bad IP header"),
-                None => Outcome::Skipped(Skip::NotIp),
-            };
-        }
+        };
+        return Outcome::Fragment(Fragment {
+            vlan: l.vlan,
+            src_mac: l.src_mac,
+            src,
+            dst,
+            id,
+            proto: pl.ip_number.0,
+            offset,
+            more,
+            payload: pl.payload,
+        });
+    }
+    let (sport, dport, transport, payload) = match transport(pl.ip_number.0, pl.payload) {
+        Ok(Some(t)) => t,
+        Ok(None) => return Outcome::Skipped(Skip::NotTcpUdp),
+        Err(e) => return Outcome::Malformed(e),
     };
-    match &p.transport {
-        Some(TransportSlice::Tcp(t)) => Outcome::Packet(Decoded {
-            vlan,
-            src_mac,
-            src,
-            dst,
-            sport: t.source_port(),
-            dport: t.destination_port(),
-            transport: Transport::Tcp {
-                seq: t.sequence_number(),
-                flags: t.header_slice()[13],
-            },
-            payload: t.payload(),
-            payload_cut: ip_payload.incomplete,
-        }),
-        Some(TransportSlice::Udp(u)) => Outcome::Packet(Decoded {
-            vlan,
-            src_mac,
-            src,
-            dst,
-            sport: u.source_port(),
-            dport: u.destination_port(),
-            transport: Transport::Udp,
-            payload: u.payload(),
-            payload_cut: ip_payload.incomplete,
-        }),
-        _ => match ip_payload.ip_number.0 {
-            IPPROTO_TCP | IPPROTO_UDP => Outcome::Malformed("bad TCP/UDP header"),
-            _ => Outcome::Skipped(Skip::NotTcpUdp),
-        },
+    Outcome::Packet(Decoded {
+        vlan: l.vlan,
+        src_mac: l.src_mac,
+        src,
+        dst,
+        sport,
+        dport,
+        transport,
+        payload,
+        payload_cut: pl.incomplete,
+    })
+}
+
+type TransportParts<'a> = (u16, u16, Transport, &'a [u8]);
+
+/// TCP or UDP header and payload; `None` for other protocols.
+fn transport(proto: u8, data: &[u8]) -> Result<Option<TransportParts<'_>>, &'static str> {
+    match proto {
+        IPPROTO_TCP => {
+            let t = etherparse::TcpSlice::from_slice(data).map_err(|_| "bad TCP header")?;
+            let flags = t.header_slice()[13];
+            Ok(Some((
+                t.source_port(),
+                t.destination_port(),
+                Transport::Tcp { seq: t.sequence_number(), flags },
+                t.payload(),
+            )))
+        }
+        IPPROTO_UDP => {
+            let u = etherparse::UdpSlice::from_slice_lax(data).map_err(|_| "bad UDP header")?;
+            Ok(Some((u.source_port(), u.destination_port(), Transport::Udp, u.payload())))
+        }
+        _ => Ok(None),
     }
 }
 
 /// Decodes the transport header of a reassembled datagram.
 pub fn decode_reassembled<'a>(frag: &Fragment<'_>, datagram: &'a [u8]) -> Outcome<'a> {
-    let (sport, dport, transport, payload) = match frag.proto {
-        IPPROTO_TCP => match etherparse::TcpSlice::from_slice(datagram) {
-            Ok(t) => (
-                t.source_port(),
-                t.destination_port(),
-                Transport::Tcp {
-                    seq: t.sequence_number(),
-                    flags: t.header_slice()[13],
-                },
-                t.payload(),
-            ),
-            Err(_) => return Outcome::Malformed("bad TCP header in reassembled datagram"),
-        },
-        IPPROTO_UDP => match etherparse::UdpSlice::from_slice_lax(datagram) {
-            Ok(u) => (
-                u.source_port(),
-                u.destination_port(),
-                Transport::Udp,
-                u.payload(),
-            ),
-            Err(_) => return Outcome::Malformed("bad UDP header in reassembled datagram"),
-        },
-        _ => return Outcome::Skipped(Skip::NotTcpUdp),
+    let (sport, dport, transport, payload) = match transport(frag.proto, datagram) {
+        Ok(Some(t)) => t,
+        Ok(None) => return Outcome::Skipped(Skip::NotTcpUdp),
+        Err(e) => return Outcome::Malformed(e),
     };
     Outcome::Packet(Decoded {
         vlan: frag.vlan,
@@ -260,24 +203,15 @@ mod tests {
     #[test]
     fn qinq_udp() {
         let b = etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
-            .double_vlan(
-                etherparse::VlanId::try_new(100).unwrap(),
-                etherparse::VlanId::try_new(20).unwrap(),
-            )
+            .double_vlan(etherparse::VlanId::try_new(100).unwrap(), etherparse::VlanId::try_new(20).unwrap())
             .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
             .udp(5000, 53);
         let mut frame = Vec::new();
         b.write(&mut frame, b"hello").unwrap();
-        let Outcome::Packet(d) = decode(link::LINKTYPE_ETHERNET, &frame) else {
-            panic!()
-        };
+        let Outcome::Packet(d) = decode(link::LINKTYPE_ETHERNET, &frame) else { panic!() };
         assert_eq!(d.vlan.as_slice(), &[100, 20]);
         assert_eq!((d.sport, d.dport, d.payload), (5000, 53, &b"hello"[..]));
-        assert_eq!(
-            d.src_mac,
-            Some([1; 6]),
-            "the builder takes the source MAC first"
-        );
+        assert_eq!(d.src_mac, Some([1; 6]), "the builder takes the source MAC first");
         // Every truncation decodes to something without panicking.
         for n in 0..frame.len() {
             let _ = decode(link::LINKTYPE_ETHERNET, &frame[..n]);
@@ -286,9 +220,6 @@ mod tests {
 
     #[test]
     fn unknown_link_is_skipped() {
-        assert!(matches!(
-            decode(147, b"abcd"),
-            Outcome::Skipped(Skip::UnsupportedLink)
-        ));
+        assert!(matches!(decode(147, b"abcd"), Outcome::Skipped(Skip::UnsupportedLink)));
     }
 }

@@ -16,10 +16,7 @@ impl DecidedFlows {
     /// `slots` is rounded up to a power of two.
     pub fn new(slots: usize) -> DecidedFlows {
         let n = slots.next_power_of_two().max(2);
-        DecidedFlows {
-            slots: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            mask: n as u64 - 1,
-        }
+        DecidedFlows { slots: (0..n).map(|_| AtomicU64::new(0)).collect(), mask: n as u64 - 1 }
     }
 
     fn slot(&self, hash: u64) -> &AtomicU64 {
@@ -37,12 +34,7 @@ impl DecidedFlows {
 
     /// A new connection reuses the flow's addresses: its packets must flow again.
     pub fn unmark(&self, hash: u64) {
-        let _ = self.slot(hash).compare_exchange(
-            Self::tag(hash),
-            0,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+        let _ = self.slot(hash).compare_exchange(Self::tag(hash), 0, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     pub fn contains(&self, hash: u64) -> bool {
@@ -61,10 +53,7 @@ mod tests {
         assert!(d.contains(5));
         assert!(!d.contains(9), "same slot, other flow");
         d.mark(9);
-        assert!(
-            !d.contains(5),
-            "overwritten: its packets go to the worker again"
-        );
+        assert!(!d.contains(5), "overwritten: its packets go to the worker again");
         d.unmark(9);
         assert!(!d.contains(9));
     }

@@ -22,32 +22,11 @@ pub struct FlowKey {
 
 impl FlowKey {
     /// The key and whether the packet goes from `a` to `b` (false) or back (true).
-    pub fn new(
-        vlan: VlanTags,
-        src: (IpAddr, u16),
-        dst: (IpAddr, u16),
-        proto: u8,
-    ) -> (FlowKey, bool) {
+    pub fn new(vlan: VlanTags, src: (IpAddr, u16), dst: (IpAddr, u16), proto: u8) -> (FlowKey, bool) {
         if src <= dst {
-            (
-                FlowKey {
-                    vlan,
-                    a: src,
-                    b: dst,
-                    proto,
-                },
-                false,
-            )
+            (FlowKey { vlan, a: src, b: dst, proto }, false)
         } else {
-            (
-                FlowKey {
-                    vlan,
-                    a: dst,
-                    b: src,
-                    proto,
-                },
-                true,
-            )
+            (FlowKey { vlan, a: dst, b: src, proto }, true)
         }
     }
 

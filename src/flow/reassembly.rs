@@ -87,16 +87,11 @@ impl Stream {
             return Added::Overflow;
         }
         if off > self.data.len() {
-            if self
-                .pending
-                .iter()
-                .any(|(s, p)| *s == seq && p.len() >= payload.len())
-            {
+            if self.pending.iter().any(|(s, p)| *s == seq && p.len() >= payload.len()) {
                 return Added::Duplicate;
             }
             self.pending_bytes += payload.len();
-            self.pending
-                .push((self.base.wrapping_add(off as u32), payload.to_vec()));
+            self.pending.push((self.base.wrapping_add(off as u32), payload.to_vec()));
             return Added::Stored;
         }
         let new_from = self.data.len() - off;

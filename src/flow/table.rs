@@ -108,13 +108,7 @@ mod tests {
     use crate::decode::VlanTags;
 
     fn key(i: u16) -> FlowKey {
-        FlowKey::new(
-            VlanTags::default(),
-            ("10.0.0.1".parse().unwrap(), i),
-            ("10.0.0.2".parse().unwrap(), 80),
-            6,
-        )
-        .0
+        FlowKey::new(VlanTags::default(), ("10.0.0.1".parse().unwrap(), i), ("10.0.0.2".parse().unwrap(), 80), 6).0
     }
 
     #[test]
@@ -125,10 +119,7 @@ mod tests {
         for i in 1..1000u16 {
             t.maintain(0, &mut |_, _| gone += 1);
             t.insert(key(i), i);
-            assert!(
-                t.get_mut(&key(0)).is_some(),
-                "a flow in use is never evicted"
-            );
+            assert!(t.get_mut(&key(0)).is_some(), "a flow in use is never evicted");
             assert!(t.len() <= 100);
         }
         assert_eq!(t.evicted, gone);

@@ -94,17 +94,10 @@ pub fn cutoff_for(rules: &Rules, o: &Observation, cutoff_override: Option<i64>) 
 
 /// Builds the host table; hosts come out in report order: verdict, then last contact
 /// after the cutoff (latest first), then address.
-pub fn aggregate(
-    observations: &[Observation],
-    rules: &Rules,
-    cutoff_override: Option<i64>,
-) -> Vec<Host> {
+pub fn aggregate(observations: &[Observation], rules: &Rules, cutoff_override: Option<i64>) -> Vec<Host> {
     let mut hosts: BTreeMap<HostKey, Host> = BTreeMap::new();
     for o in observations {
-        let key = HostKey {
-            vlan: o.vlan,
-            ip: o.host,
-        };
+        let key = HostKey { vlan: o.vlan, ip: o.host };
         let rule = rules.rule(o.rule);
         let cutoff = cutoff_for(rules, o, cutoff_override);
         let h = hosts.entry(key).or_insert_with(|| Host {
@@ -123,8 +116,7 @@ pub fn aggregate(
         if rule.category.is_banned_service() {
             h.banned_seen = true;
             if o.ts_ns >= cutoff {
-                h.last_after_cutoff_ns =
-                    Some(h.last_after_cutoff_ns.map_or(o.ts_ns, |t| t.max(o.ts_ns)));
+                h.last_after_cutoff_ns = Some(h.last_after_cutoff_ns.map_or(o.ts_ns, |t| t.max(o.ts_ns)));
             }
         }
         let len = h.domains.len();
@@ -153,10 +145,7 @@ pub fn aggregate(
     }
     let mut out: Vec<Host> = hosts.into_values().collect();
     out.sort_by(|a, b| {
-        a.verdict()
-            .cmp(&b.verdict())
-            .then(b.last_after_cutoff_ns.cmp(&a.last_after_cutoff_ns))
-            .then(a.key.cmp(&b.key))
+        a.verdict().cmp(&b.verdict()).then(b.last_after_cutoff_ns.cmp(&a.last_after_cutoff_ns)).then(a.key.cmp(&b.key))
     });
     out
 }

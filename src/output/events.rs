@@ -146,11 +146,7 @@ pub fn write_events(
             src_port: o.sport,
             dest_ip: o.dst,
             dest_port: o.dport,
-            proto: if o.proto == crate::decode::IPPROTO_TCP {
-                "TCP"
-            } else {
-                "UDP"
-            },
+            proto: if o.proto == crate::decode::IPPROTO_TCP { "TCP" } else { "UDP" },
             host: o.host,
             vlan: vlan_opt(&o.vlan),
             domain: &o.domain,

@@ -24,10 +24,7 @@ pub(crate) fn vlan_opt(v: &VlanTags) -> Option<&[u16]> {
 mod tests {
     #[test]
     fn rfc3339_micros() {
-        assert_eq!(
-            super::rfc3339(1_727_582_400_000_001_999),
-            "2024-09-29T04:00:00.000001Z"
-        );
+        assert_eq!(super::rfc3339(1_727_582_400_000_001_999), "2024-09-29T04:00:00.000001Z");
         assert_eq!(super::rfc3339(-1), "1969-12-31T23:59:59.999999Z");
     }
 }

@@ -85,15 +85,11 @@ pub struct ReportInput<'a> {
 }
 
 pub fn summary(hosts: &[Host]) -> BTreeMap<&'static str, usize> {
-    let mut s: BTreeMap<&'static str, usize> = [
-        Verdict::ActiveAfterCutoff,
-        Verdict::ActiveBeforeCutoff,
-        Verdict::ExcludedOnly,
-        Verdict::OtherOnly,
-    ]
-    .into_iter()
-    .map(|v| (v.as_str(), 0))
-    .collect();
+    let mut s: BTreeMap<&'static str, usize> =
+        [Verdict::ActiveAfterCutoff, Verdict::ActiveBeforeCutoff, Verdict::ExcludedOnly, Verdict::OtherOnly]
+            .into_iter()
+            .map(|v| (v.as_str(), 0))
+            .collect();
     for h in hosts {
         *s.entry(h.verdict().as_str()).or_default() += 1;
     }
@@ -122,10 +118,7 @@ pub fn json(r: &ReportInput<'_>) -> String {
             })
             .collect(),
         inputs: &r.analysis.inputs,
-        period: Period {
-            first: r.analysis.first_ts.map(rfc3339),
-            last: r.analysis.last_ts.map(rfc3339),
-        },
+        period: Period { first: r.analysis.first_ts.map(rfc3339), last: r.analysis.last_ts.map(rfc3339) },
         summary: summary(r.hosts),
         stats: &r.analysis.stats,
         hosts: r
@@ -170,26 +163,12 @@ fn rfc3339_s(ns: i64) -> String {
 
 /// A CSV cell: quoted when needed, and defused when a spreadsheet would read it as a formula.
 fn csv_cell(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@']) {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    };
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
-    }
+    let s = if s.starts_with(['=', '+', '-', '@']) { format!("'{s}") } else { s.to_string() };
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
 }
 
 fn vlan_text(h: &Host) -> String {
-    h.key
-        .vlan
-        .as_slice()
-        .iter()
-        .map(|v| v.to_string())
-        .collect::<Vec<_>>()
-        .join(".")
+    h.key.vlan.as_slice().iter().map(|v| v.to_string()).collect::<Vec<_>>().join(".")
 }
 
 fn category_count(h: &Host, c: Category) -> u64 {
@@ -216,11 +195,7 @@ pub fn csv(r: &ReportInput<'_>) -> String {
         for c in Category::ALL {
             let _ = write!(s, ",{}", category_count(h, c));
         }
-        let domains: Vec<String> = h
-            .top_domains()
-            .iter()
-            .map(|(n, d)| format!("{n} ({})", d.count))
-            .collect();
+        let domains: Vec<String> = h.top_domains().iter().map(|(n, d)| format!("{n} ({})", d.count)).collect();
         let _ = writeln!(s, ",{}", csv_cell(&domains.join("; ")));
     }
     s
@@ -260,28 +235,17 @@ pub fn text(r: &ReportInput<'_>) -> String {
     let short = |ns: i64| rfc3339(ns)[..19].replace('T', " ");
     for h in r.hosts {
         let vlan = vlan_text(h);
-        let top: Vec<String> = h
-            .top_domains()
-            .iter()
-            .take(3)
-            .map(|(n, d)| format!("{n} ({})", d.count))
-            .collect();
+        let top: Vec<String> = h.top_domains().iter().take(3).map(|(n, d)| format!("{n} ({})", d.count)).collect();
         let more = h.domains.len().saturating_sub(3);
         let _ = writeln!(
             s,
             "{:<26} {:<5} {:<20} {:<20} {:<20} {:<20} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5}  {}{}",
             h.key.ip.to_string(),
-            if vlan.is_empty() {
-                "-".to_string()
-            } else {
-                vlan
-            },
+            if vlan.is_empty() { "-".to_string() } else { vlan },
             h.verdict().as_str(),
             short(h.first_ns),
             short(h.last_ns),
-            h.last_after_cutoff_ns
-                .map(short)
-                .unwrap_or_else(|| "-".into()),
+            h.last_after_cutoff_ns.map(short).unwrap_or_else(|| "-".into()),
             category_count(h, Category::Update),
             category_count(h, Category::Telemetry),
             category_count(h, Category::Activation),
@@ -289,11 +253,7 @@ pub fn text(r: &ReportInput<'_>) -> String {
             category_count(h, Category::Excluded),
             category_count(h, Category::Other),
             top.join(", "),
-            if more > 0 {
-                format!(" +{more} more")
-            } else {
-                String::new()
-            }
+            if more > 0 { format!(" +{more} more") } else { String::new() }
         );
     }
     let st = &r.analysis.stats;
@@ -314,11 +274,7 @@ pub fn text(r: &ReportInput<'_>) -> String {
         st.observations
     );
     if st.skipped.unsupported_link > 0 {
-        let lts: Vec<String> = st
-            .link_types
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect();
+        let lts: Vec<String> = st.link_types.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         let _ = writeln!(
             s,
             "Unsupported link types skipped ({} packets); link types seen: {}.",

@@ -81,9 +81,7 @@ pub fn qtype_name(t: u16) -> Cow<'static, str> {
 }
 
 fn u16_at(m: &[u8], at: usize) -> Result<u16, DnsError> {
-    m.get(at..at + 2)
-        .map(|b| u16::from_be_bytes([b[0], b[1]]))
-        .ok_or(DnsError::Truncated)
+    m.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]])).ok_or(DnsError::Truncated)
 }
 
 /// Reads the name at `at`; returns it and the offset just past it (past the first pointer
@@ -175,21 +173,14 @@ pub fn parse(m: &[u8]) -> Result<DnsMessage, DnsError> {
         let rdata = m.get(rd_at..rd_at + rdlen).ok_or(DnsError::Truncated)?;
         let data = match (rtype, rdlen) {
             (1, 4) => AnswerData::A(Ipv4Addr::new(rdata[0], rdata[1], rdata[2], rdata[3])),
-            (28, 16) => AnswerData::Aaaa(Ipv6Addr::from(
-                <[u8; 16]>::try_from(rdata).map_err(|_| DnsError::Truncated)?,
-            )),
+            (28, 16) => AnswerData::Aaaa(Ipv6Addr::from(<[u8; 16]>::try_from(rdata).map_err(|_| DnsError::Truncated)?)),
             (5, _) => match read_name(m, rd_at) {
                 Ok((target, _)) => AnswerData::Cname(target),
                 Err(_) => AnswerData::Other,
             },
             _ => AnswerData::Other,
         };
-        msg.answers.push(Answer {
-            name,
-            rtype,
-            ttl,
-            data,
-        });
+        msg.answers.push(Answer { name, rtype, ttl, data });
         pos = rd_at + rdlen;
     }
     Ok(msg)
@@ -210,33 +201,18 @@ mod tests {
     fn real_queries_and_answers() {
         let q = parse(A_QUERY).unwrap();
         assert!(!q.is_response);
-        assert_eq!(
-            q.questions,
-            vec![Question {
-                name: "s05.upd.kaspersky.com".into(),
-                qtype: 1
-            }]
-        );
+        assert_eq!(q.questions, vec![Question { name: "s05.upd.kaspersky.com".into(), qtype: 1 }]);
         let r = parse(A_RESPONSE).unwrap();
         assert!(r.is_response && r.rcode == 0 && r.id == q.id);
-        assert_eq!(
-            r.answers[0].data,
-            AnswerData::A(Ipv4Addr::new(127, 0, 0, 9))
-        );
+        assert_eq!(r.answers[0].data, AnswerData::A(Ipv4Addr::new(127, 0, 0, 9)));
         let c = parse(CNAME_RESPONSE).unwrap();
-        assert_eq!(
-            c.answers[0].data,
-            AnswerData::Cname("s05.upd.kaspersky.com".into())
-        );
+        assert_eq!(c.answers[0].data, AnswerData::Cname("s05.upd.kaspersky.com".into()));
     }
 
     #[test]
     fn type_65_https_is_read_like_any_other() {
         let q = parse(HTTPS_QUERY).unwrap();
-        assert_eq!(
-            (q.questions[0].name.as_str(), q.questions[0].qtype),
-            ("dnl-01.geo.kaspersky.com", 65)
-        );
+        assert_eq!((q.questions[0].name.as_str(), q.questions[0].qtype), ("dnl-01.geo.kaspersky.com", 65));
         assert_eq!(qtype_name(65), "HTTPS");
         assert!(parse(HTTPS_RESPONSE).unwrap().is_response);
     }
@@ -277,10 +253,7 @@ mod tests {
         assert_eq!(parse(&m), Err(DnsError::NameTooLong));
         // A dot and a control character inside one label stay inside it, escaped.
         head.extend_from_slice(b"\x11upd.kaspersky\ncom\x03com\x00\x00\x01\x00\x01");
-        assert_eq!(
-            parse(&head).unwrap().questions[0].name,
-            "upd\\x2ekaspersky\\x0acom.com"
-        );
+        assert_eq!(parse(&head).unwrap().questions[0].name, "upd\\x2ekaspersky\\x0acom.com");
         assert_eq!(parse(&[0x40; 40]).unwrap_err(), DnsError::BadLabel);
     }
 }

@@ -83,10 +83,7 @@ fn authority_of(target: &[u8]) -> Option<&[u8]> {
         return None;
     };
     let rest = &target[rest_at..];
-    let end = rest
-        .iter()
-        .position(|&b| b == b'/' || b == b'?' || b == b'#')
-        .unwrap_or(rest.len());
+    let end = rest.iter().position(|&b| b == b'/' || b == b'?' || b == b'#').unwrap_or(rest.len());
     let auth = &rest[..end];
     // Drop userinfo.
     Some(auth.rsplit(|&b| b == b'@').next().unwrap_or(auth))
@@ -117,13 +114,10 @@ pub fn parse_request(stream: &[u8]) -> Result<HttpRequest, HttpError> {
             Err(HttpError::Incomplete)
         };
     };
-    let mut lines = window[..header_len]
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let mut lines = window[..header_len].split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let request_line = lines.next().unwrap_or(&[]);
     let mut parts = request_line.split(|&b| b == b' ').filter(|p| !p.is_empty());
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(HttpError::Malformed("request line"));
     };
@@ -157,10 +151,7 @@ pub fn parse_request(stream: &[u8]) -> Result<HttpRequest, HttpError> {
                 .and_then(|v| v.parse().ok())
                 .ok_or(HttpError::Malformed("content-length"))?;
         } else if name.eq_ignore_ascii_case(b"transfer-encoding")
-            && value
-                .to_ascii_lowercase()
-                .windows(7)
-                .any(|w| w == b"chunked")
+            && value.to_ascii_lowercase().windows(7).any(|w| w == b"chunked")
         {
             req.chunked = true;
         }
@@ -187,36 +178,22 @@ mod tests {
     #[test]
     fn real_request() {
         let r = parse_request(CURL).unwrap();
-        assert_eq!(
-            (r.method.as_str(), r.path.as_str()),
-            ("GET", "/diffs/x.dif")
-        );
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("GET", "/diffs/x.dif"));
         assert_eq!(r.host.as_deref(), Some("dnl-01.geo.kaspersky.com"));
         assert_eq!(r.user_agent.as_deref(), Some("@hEKzPRNa0lItsGIjysY"));
         assert_eq!(r.header_len, CURL.len());
         for n in 1..CURL.len() {
-            assert_eq!(
-                parse_request(&CURL[..n]),
-                Err(HttpError::Incomplete),
-                "prefix {n}"
-            );
+            assert_eq!(parse_request(&CURL[..n]), Err(HttpError::Incomplete), "prefix {n}");
         }
     }
 
     #[test]
     fn hosts_ports_and_forms() {
         let p = |s: &[u8]| parse_request(s).unwrap().host;
+        assert_eq!(p(b"GET / HTTP/1.1\r\nHOST: DS.Kaspersky.com:80\r\n\r\n").as_deref(), Some("ds.kaspersky.com"));
+        assert_eq!(p(b"GET / HTTP/1.1\nHost: [fd00::1]:8080\n\n").as_deref(), Some("fd00::1"));
         assert_eq!(
-            p(b"GET / HTTP/1.1\r\nHOST: DS.Kaspersky.com:80\r\n\r\n").as_deref(),
-            Some("ds.kaspersky.com")
-        );
-        assert_eq!(
-            p(b"GET / HTTP/1.1\nHost: [fd00::1]:8080\n\n").as_deref(),
-            Some("fd00::1")
-        );
-        assert_eq!(
-            p(b"GET http://u@s01.upd.kaspersky.com:80/x HTTP/1.1\r\nHost: other\r\n\r\n")
-                .as_deref(),
+            p(b"GET http://u@s01.upd.kaspersky.com:80/x HTTP/1.1\r\nHost: other\r\n\r\n").as_deref(),
             Some("s01.upd.kaspersky.com")
         );
         assert_eq!(
@@ -224,37 +201,23 @@ mod tests {
             Some("dc1.ksn.kaspersky-labs.com")
         );
         assert_eq!(p(b"GET / HTTP/1.0\r\n\r\n"), None);
-        let r = parse_request(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
-            .unwrap();
+        let r = parse_request(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello").unwrap();
         assert_eq!((r.content_length, r.header_len), (5, 48));
     }
 
     #[test]
     fn hostile_requests() {
         // A header value cannot smuggle a second line into the name.
-        let r = parse_request(b"GET / HTTP/1.1\r\nHost: evil\x1b[2J\x00.upd.kaspersky.com\r\nUser-Agent: a\tb\r\n\r\n").unwrap();
-        assert_eq!(
-            r.host.as_deref(),
-            Some("evil\\x1b[2j\\x00.upd.kaspersky.com")
-        );
+        let r = parse_request(b"GET / HTTP/1.1\r\nHost: evil\x1b[2J\x00.upd.kaspersky.com\r\nUser-Agent: a\tb\r\n\r\n")
+            .unwrap();
+        assert_eq!(r.host.as_deref(), Some("evil\\x1b[2j\\x00.upd.kaspersky.com"));
         assert_eq!(r.user_agent.as_deref(), Some("a\\x09b"));
-        assert_eq!(
-            parse_request(b"SSH-2.0-OpenSSH\r\n"),
-            Err(HttpError::NotHttp)
-        );
-        assert_eq!(
-            parse_request(b"GET / FTP/1.0\r\n\r\n"),
-            Err(HttpError::Malformed("version"))
-        );
+        assert_eq!(parse_request(b"SSH-2.0-OpenSSH\r\n"), Err(HttpError::NotHttp));
+        assert_eq!(parse_request(b"GET / FTP/1.0\r\n\r\n"), Err(HttpError::Malformed("version")));
         let mut long = b"GET / HTTP/1.1\r\nX: ".to_vec();
         long.extend_from_slice(&[b'a'; 9000]);
-        assert_eq!(
-            parse_request(&long),
-            Err(HttpError::Malformed("headers too long"))
-        );
+        assert_eq!(parse_request(&long), Err(HttpError::Malformed("headers too long")));
         assert!(parse_request(b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n").is_err());
-        assert!(
-            looks_like_request(b"GE") && !looks_like_request(b"GETX") && !looks_like_request(b"")
-        );
+        assert!(looks_like_request(b"GE") && !looks_like_request(b"GETX") && !looks_like_request(b""));
     }
 }

@@ -63,10 +63,7 @@ mod tests {
 
     #[test]
     fn normalises_and_escapes() {
-        assert_eq!(
-            normalize_name(b"DNL-02.GEO.Kaspersky.COM."),
-            "dnl-02.geo.kaspersky.com"
-        );
+        assert_eq!(normalize_name(b"DNL-02.GEO.Kaspersky.COM."), "dnl-02.geo.kaspersky.com");
         assert_eq!(normalize_name(b"a\nb\\c d\xff"), "a\\x0ab\\x5cc\\x20d\\xff");
         assert_eq!(normalize_name(b""), "");
         assert_eq!(normalize_name(b"."), "");

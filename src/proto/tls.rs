@@ -51,9 +51,7 @@ pub enum TlsError {
 
 /// Cheap test of a stream's first bytes: a handshake record of TLS 1.x (or what there is of one).
 pub fn looks_like_tls(start: &[u8]) -> bool {
-    start.first() == Some(&0x16)
-        && start.get(1).is_none_or(|&v| v == 3)
-        && start.get(2).is_none_or(|&v| v <= 4)
+    start.first() == Some(&0x16) && start.get(1).is_none_or(|&v| v == 3) && start.get(2).is_none_or(|&v| v <= 4)
 }
 
 pub fn version_name(v: u16) -> &'static str {
@@ -128,12 +126,7 @@ pub fn parse_client_hello(stream: &[u8]) -> Result<ClientHello, TlsError> {
         Ok(_) => return Err(TlsError::NotClientHello),
         Err(_) => return Err(TlsError::Malformed("ClientHello body")),
     };
-    let ciphers: Vec<u16> = ch
-        .ciphers
-        .iter()
-        .map(|c| c.0)
-        .filter(|c| !is_grease(*c))
-        .collect();
+    let ciphers: Vec<u16> = ch.ciphers.iter().map(|c| c.0).filter(|c| !is_grease(*c)).collect();
     let mut out = ClientHello {
         sni: None,
         legacy_version: ch.version.0,
@@ -179,8 +172,7 @@ pub fn parse_client_hello(stream: &[u8]) -> Result<ClientHello, TlsError> {
                 out.alpn = protos.iter().take(16).map(|p| escape_bytes(p)).collect();
             }
             (EXT_SUPPORTED_VERSIONS, Some(TlsExtension::SupportedVersions(vs))) => {
-                out.supported_versions =
-                    vs.iter().map(|v| v.0).filter(|v| !is_grease(*v)).collect();
+                out.supported_versions = vs.iter().map(|v| v.0).filter(|v| !is_grease(*v)).collect();
             }
             (EXT_SIGALGS, Some(TlsExtension::SignatureAlgorithms(algs))) => {
                 sigalgs = algs.into_iter().filter(|a| !is_grease(*a)).collect()
@@ -189,14 +181,7 @@ pub fn parse_client_hello(stream: &[u8]) -> Result<ClientHello, TlsError> {
             _ => {}
         }
     }
-    out.ja4 = ja4(
-        &out,
-        &ciphers,
-        &ext_types,
-        &sigalgs,
-        sni_present,
-        first_alpn.as_deref(),
-    );
+    out.ja4 = ja4(&out, &ciphers, &ext_types, &sigalgs, sni_present, first_alpn.as_deref());
     Ok(out)
 }
 
@@ -209,27 +194,12 @@ fn hash12(s: &str) -> String {
 }
 
 fn hex_list(v: &[u16]) -> String {
-    v.iter()
-        .map(|x| format!("{x:04x}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    v.iter().map(|x| format!("{x:04x}")).collect::<Vec<_>>().join(",")
 }
 
 /// JA4 (FoxIO) for TLS over TCP: `t13d1516h2_<ciphers>_<extensions>`.
-fn ja4(
-    ch: &ClientHello,
-    ciphers: &[u16],
-    exts: &[u16],
-    sigalgs: &[u16],
-    sni: bool,
-    alpn: Option<&[u8]>,
-) -> String {
-    let version = ch
-        .supported_versions
-        .iter()
-        .copied()
-        .max()
-        .unwrap_or(ch.legacy_version);
+fn ja4(ch: &ClientHello, ciphers: &[u16], exts: &[u16], sigalgs: &[u16], sni: bool, alpn: Option<&[u8]>) -> String {
+    let version = ch.supported_versions.iter().copied().max().unwrap_or(ch.legacy_version);
     let v = match version {
         0x0304 => "13",
         0x0303 => "12",
@@ -250,19 +220,10 @@ fn ja4(
         }
         _ => "00".into(),
     };
-    let a = format!(
-        "t{v}{}{:02}{:02}{alpn}",
-        if sni { 'd' } else { 'i' },
-        ciphers.len().min(99),
-        exts.len().min(99)
-    );
+    let a = format!("t{v}{}{:02}{:02}{alpn}", if sni { 'd' } else { 'i' }, ciphers.len().min(99), exts.len().min(99));
     let mut sorted_ciphers = ciphers.to_vec();
     sorted_ciphers.sort_unstable();
-    let mut sorted_exts: Vec<u16> = exts
-        .iter()
-        .copied()
-        .filter(|e| *e != EXT_SNI && *e != EXT_ALPN)
-        .collect();
+    let mut sorted_exts: Vec<u16> = exts.iter().copied().filter(|e| *e != EXT_SNI && *e != EXT_ALPN).collect();
     sorted_exts.sort_unstable();
     let mut c = hex_list(&sorted_exts);
     if !sigalgs.is_empty() {
@@ -288,19 +249,12 @@ mod tests {
         assert_eq!(ch.sni.as_deref(), Some("dnl-01.geo.kaspersky.com"));
         assert_eq!(ch.alpn, vec!["h2", "http/1.1"]);
         assert!(ch.supported_versions.contains(&0x0304));
-        assert!(
-            ch.ja4.starts_with("t13d") && ch.ja4.contains("h2_"),
-            "{}",
-            ch.ja4
-        );
+        assert!(ch.ja4.starts_with("t13d") && ch.ja4.contains("h2_"), "{}", ch.ja4);
         assert_eq!(ch.records, 1);
         let ch = parse_client_hello(TLS12).unwrap();
         assert_eq!(ch.sni.as_deref(), Some("s05.upd.kaspersky.com"));
         assert!(ch.ja4.starts_with("t12d"), "{}", ch.ja4);
-        assert_eq!(
-            parse_client_hello(CURL).unwrap().sni.as_deref(),
-            Some("ds.kaspersky.com")
-        );
+        assert_eq!(parse_client_hello(CURL).unwrap().sni.as_deref(), Some("ds.kaspersky.com"));
         let ch = parse_client_hello(CHROME_PQ).unwrap();
         assert!(ch.sni.is_some() && ch.supported_versions.contains(&0x0304));
         assert_eq!(ch.ja4.len(), 36, "{}", ch.ja4);
@@ -321,22 +275,14 @@ mod tests {
         assert_eq!(ch.sni, parse_client_hello(CHROME_PQ).unwrap().sni);
         assert_eq!(ch.records as usize, body.len().div_ceil(100));
         for n in 0..stream.len() {
-            assert_eq!(
-                parse_client_hello(&stream[..n]).unwrap_err(),
-                TlsError::Incomplete,
-                "prefix {n}"
-            );
+            assert_eq!(parse_client_hello(&stream[..n]).unwrap_err(), TlsError::Incomplete, "prefix {n}");
         }
     }
 
     #[test]
     fn every_prefix_is_incomplete_and_damage_never_panics() {
         for n in 0..CHROME_PQ.len() {
-            assert_eq!(
-                parse_client_hello(&CHROME_PQ[..n]),
-                Err(TlsError::Incomplete),
-                "prefix {n}"
-            );
+            assert_eq!(parse_client_hello(&CHROME_PQ[..n]), Err(TlsError::Incomplete), "prefix {n}");
         }
         let mut m = CHROME_PQ.to_vec();
         for i in 0..m.len() {
@@ -344,18 +290,9 @@ mod tests {
             let _ = parse_client_hello(&m);
             m[i] ^= 0xff;
         }
-        assert_eq!(
-            parse_client_hello(b"GET / HTTP/1.1\r\n"),
-            Err(TlsError::NotTls)
-        );
-        assert_eq!(
-            parse_client_hello(&[0x16, 3, 1, 0xff, 0xff]),
-            Err(TlsError::Malformed("record too long"))
-        );
-        assert_eq!(
-            parse_client_hello(&[0x16, 3, 1, 0, 4, 2, 0, 0, 0]),
-            Err(TlsError::NotClientHello)
-        );
+        assert_eq!(parse_client_hello(b"GET / HTTP/1.1\r\n"), Err(TlsError::NotTls));
+        assert_eq!(parse_client_hello(&[0x16, 3, 1, 0xff, 0xff]), Err(TlsError::Malformed("record too long")));
+        assert_eq!(parse_client_hello(&[0x16, 3, 1, 0, 4, 2, 0, 0, 0]), Err(TlsError::NotClientHello));
     }
 
     /// Why the extension list is walked here: one extension tls-parser rejects (here an
@@ -371,10 +308,7 @@ mod tests {
         exts.extend_from_slice(&(sni.len() as u16).to_be_bytes());
         exts.extend_from_slice(sni);
         let (_, list) = tls_parser::parse_tls_client_hello_extensions(&exts).unwrap();
-        assert!(
-            !list.iter().any(|e| matches!(e, TlsExtension::SNI(_))),
-            "tls-parser fixed? then use its list parser"
-        );
+        assert!(!list.iter().any(|e| matches!(e, TlsExtension::SNI(_))), "tls-parser fixed? then use its list parser");
         let mut body = vec![0x03, 0x03];
         body.extend_from_slice(&[0; 32]);
         body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
@@ -386,9 +320,6 @@ mod tests {
         let mut rec = vec![0x16, 3, 1];
         rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
         rec.extend_from_slice(&hs);
-        assert_eq!(
-            parse_client_hello(&rec).unwrap().sni.as_deref(),
-            Some("s05.upd.kaspersky.com")
-        );
+        assert_eq!(parse_client_hello(&rec).unwrap().sni.as_deref(), Some("s05.upd.kaspersky.com"));
     }
 }

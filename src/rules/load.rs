@@ -16,16 +16,9 @@ pub const SHIPPED_NAME: &str = "rules/kaspersky.toml (built in)";
 #[derive(Debug, Error)]
 pub enum RulesError {
     #[error("{file}: {source}")]
-    Io {
-        file: String,
-        source: std::io::Error,
-    },
+    Io { file: String, source: std::io::Error },
     #[error("{file}:{line}: {msg}")]
-    Invalid {
-        file: String,
-        line: usize,
-        msg: String,
-    },
+    Invalid { file: String, line: usize, msg: String },
     #[error("{0}: no .toml rules files in this directory")]
     EmptyDir(String),
 }
@@ -70,22 +63,17 @@ struct RawRule {
 
 /// Parses an RFC 3339 instant into nanoseconds since the epoch.
 pub fn parse_instant(s: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(s)
-        .ok()?
-        .timestamp_nanos_opt()
+    chrono::DateTime::parse_from_rfc3339(s).ok()?.timestamp_nanos_opt()
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text.get(..offset.min(text.len()))
-        .map_or(1, |t| t.bytes().filter(|&b| b == b'\n').count() + 1)
+    text.get(..offset.min(text.len())).map_or(1, |t| t.bytes().filter(|&b| b == b'\n').count() + 1)
 }
 
 /// Checks a pattern: lowercase labels of letters, digits, '-', '_' (and '*', '?' for globs).
 fn check_pattern(p: &str, kind: MatchKind) -> Result<(), String> {
     if p.is_empty() || p.starts_with('.') || p.ends_with('.') || p.contains("..") {
-        return Err(format!(
-            "pattern {p:?}: empty label or leading/trailing dot"
-        ));
+        return Err(format!("pattern {p:?}: empty label or leading/trailing dot"));
     }
     for c in p.chars() {
         let ok = c.is_ascii_lowercase()
@@ -102,11 +90,8 @@ fn check_pattern(p: &str, kind: MatchKind) -> Result<(), String> {
 
 /// Parses one rules file's text into `set`.
 pub fn parse_into(set: &mut RuleSet, file: &str, text: &str) -> Result<(), RulesError> {
-    let err = |offset: usize, msg: String| RulesError::Invalid {
-        file: file.to_string(),
-        line: line_of(text, offset),
-        msg,
-    };
+    let err =
+        |offset: usize, msg: String| RulesError::Invalid { file: file.to_string(), line: line_of(text, offset), msg };
     let raw: RawFile = toml::from_str(text).map_err(|e| {
         let off = e.span().map_or(0, |s| s.start);
         err(off, e.message().trim().replace('\n', " "))
@@ -114,13 +99,7 @@ pub fn parse_into(set: &mut RuleSet, file: &str, text: &str) -> Result<(), Rules
     let vspan = raw.vendor.span();
     let v = raw.vendor.into_inner();
     let cutoff_ns = parse_instant(v.cutoff.get_ref()).ok_or_else(|| {
-        err(
-            v.cutoff.span().start,
-            format!(
-                "vendor.cutoff: {:?} is not an RFC 3339 instant",
-                v.cutoff.get_ref()
-            ),
-        )
+        err(v.cutoff.span().start, format!("vendor.cutoff: {:?} is not an RFC 3339 instant", v.cutoff.get_ref()))
     })?;
     if v.id.is_empty() {
         return Err(err(vspan.start, "vendor.id is empty".into()));
@@ -140,33 +119,29 @@ pub fn parse_into(set: &mut RuleSet, file: &str, text: &str) -> Result<(), Rules
         let r = r.into_inner();
         let id = r.id.get_ref().clone();
         if id.is_empty() || !ids.insert(id.clone()) {
-            return Err(err(
-                r.id.span().start,
-                format!("rule id {id:?} is empty or used twice"),
-            ));
+            return Err(err(r.id.span().start, format!("rule id {id:?} is empty or used twice")));
         }
         let category = Category::parse(r.category.get_ref()).ok_or_else(|| {
             err(r.category.span().start, format!("rule {id:?}: field `category`: unknown category {:?} (expected one of update, telemetry, activation, management, excluded, other)", r.category.get_ref()))
         })?;
         let kind = MatchKind::parse(r.kind.get_ref()).ok_or_else(|| {
-            err(r.kind.span().start, format!("rule {id:?}: field `match`: unknown match kind {:?} (expected exact, suffix or glob)", r.kind.get_ref()))
-        })?;
-        check_pattern(r.pattern.get_ref(), kind).map_err(|m| {
             err(
-                r.pattern.span().start,
-                format!("rule {id:?}: field `pattern`: {m}"),
+                r.kind.span().start,
+                format!(
+                    "rule {id:?}: field `match`: unknown match kind {:?} (expected exact, suffix or glob)",
+                    r.kind.get_ref()
+                ),
             )
         })?;
+        check_pattern(r.pattern.get_ref(), kind)
+            .map_err(|m| err(r.pattern.span().start, format!("rule {id:?}: field `pattern`: {m}")))?;
         let (source, source_at) = match r.source {
             Some(s) => (s.get_ref().clone(), s.span().start),
             None => (Vec::new(), r.id.span().start),
         };
         for s in &source {
             if !raw.sources.contains_key(s) {
-                return Err(err(
-                    source_at,
-                    format!("rule {id:?}: field `source`: {s:?} is not a key of [sources]"),
-                ));
+                return Err(err(source_at, format!("rule {id:?}: field `source`: {s:?} is not a key of [sources]")));
             }
         }
         set.rules.push(Rule {
@@ -185,10 +160,7 @@ pub fn parse_into(set: &mut RuleSet, file: &str, text: &str) -> Result<(), Rules
 
 /// The .toml files a path names: the file itself, or a directory's, in name order.
 fn rule_files(path: &Path) -> Result<Vec<PathBuf>, RulesError> {
-    let io = |source| RulesError::Io {
-        file: path.display().to_string(),
-        source,
-    };
+    let io = |source| RulesError::Io { file: path.display().to_string(), source };
     if !path.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
@@ -212,10 +184,8 @@ pub fn load(path: Option<&Path>) -> Result<RuleSet, RulesError> {
         Some(p) => {
             for f in rule_files(p)? {
                 let name = f.display().to_string();
-                let text = std::fs::read_to_string(&f).map_err(|source| RulesError::Io {
-                    file: name.clone(),
-                    source,
-                })?;
+                let text =
+                    std::fs::read_to_string(&f).map_err(|source| RulesError::Io { file: name.clone(), source })?;
                 parse_into(&mut set, &name, &text)?;
             }
         }
@@ -237,23 +207,19 @@ mod tests {
     #[test]
     fn shipped_rules_load() {
         let set = load(None).unwrap();
-        assert_eq!(
-            set.vendors[0].cutoff_ns,
-            parse_instant("2024-09-29T04:00:00Z").unwrap()
-        );
+        assert_eq!(set.vendors[0].cutoff_ns, parse_instant("2024-09-29T04:00:00Z").unwrap());
         assert!(set.rules.len() > 20);
     }
 
     #[test]
     fn errors_name_line_and_field() {
-        let e = parse("[[rule]]\nid = \"a\"\ncategory = \"updates\"\nmatch = \"exact\"\npattern = \"x.test\"\n").unwrap_err();
+        let e = parse("[[rule]]\nid = \"a\"\ncategory = \"updates\"\nmatch = \"exact\"\npattern = \"x.test\"\n")
+            .unwrap_err();
         assert_eq!(e.to_string().split(": rule").next().unwrap(), "t.toml:9");
         assert!(e.to_string().contains("field `category`"), "{e}");
-        let e = parse("[[rule]]\nid = \"a\"\ncategory = \"update\"\nmatch = \"exact\"\npattern = \"X.test\"\n").unwrap_err();
-        assert!(
-            e.to_string().starts_with("t.toml:11:") && e.to_string().contains("`pattern`"),
-            "{e}"
-        );
+        let e = parse("[[rule]]\nid = \"a\"\ncategory = \"update\"\nmatch = \"exact\"\npattern = \"X.test\"\n")
+            .unwrap_err();
+        assert!(e.to_string().starts_with("t.toml:11:") && e.to_string().contains("`pattern`"), "{e}");
         let e = parse("[[rule]]\nid = \"a\"\ncategory = \"update\"\nmatch = \"exact\"\npattern = \"x.test\"\nsource = [\"NOPE\"]\n").unwrap_err();
         assert!(e.to_string().contains("NOPE"), "{e}");
         let e = parse("[[rule]]\nid = \"a\"\n").unwrap_err();

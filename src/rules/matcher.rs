@@ -55,8 +55,7 @@ impl Matcher {
         };
         for (i, r) in set.rules.iter().enumerate() {
             let i = i as u32;
-            m.labels
-                .push(r.pattern.split('.').count().min(u16::MAX as usize) as u16);
+            m.labels.push(r.pattern.split('.').count().min(u16::MAX as usize) as u16);
             let is_glob = r.kind == MatchKind::Glob && r.pattern.contains(['*', '?']);
             m.rank.push(match (r.kind, is_glob) {
                 (MatchKind::Exact, _) | (MatchKind::Glob, false) => 3,
@@ -73,19 +72,12 @@ impl Matcher {
                 }
                 (MatchKind::Glob, true) => {
                     let labels: Vec<&str> = r.pattern.split('.').collect();
-                    let fixed = labels
-                        .iter()
-                        .rev()
-                        .take_while(|l| !l.contains(['*', '?']))
-                        .count();
+                    let fixed = labels.iter().rev().take_while(|l| !l.contains(['*', '?'])).count();
                     let split = labels.len() - fixed;
                     m.glob
                         .entry(labels[split..].join("."))
                         .or_default()
-                        .push(Glob {
-                            rule: i,
-                            head: labels[..split].iter().map(|s| s.to_string()).collect(),
-                        });
+                        .push(Glob { rule: i, head: labels[..split].iter().map(|s| s.to_string()).collect() });
                 }
             }
         }
@@ -137,14 +129,7 @@ impl Matcher {
         best
     }
 
-    fn globs_at(
-        &self,
-        name: &str,
-        suffix: &str,
-        start: usize,
-        head: usize,
-        consider: &mut impl FnMut(u32),
-    ) {
+    fn globs_at(&self, name: &str, suffix: &str, start: usize, head: usize, consider: &mut impl FnMut(u32)) {
         let Some(gs) = self.glob.get(suffix) else {
             return;
         };
@@ -161,11 +146,8 @@ impl Matcher {
 
     fn head_matches(head: &[String], front: &str) -> bool {
         let mut labels = front.split('.');
-        head.iter().all(|p| {
-            labels
-                .next()
-                .is_some_and(|l| glob_label(p.as_bytes(), l.as_bytes()))
-        }) && labels.next().is_none()
+        head.iter().all(|p| labels.next().is_some_and(|l| glob_label(p.as_bytes(), l.as_bytes())))
+            && labels.next().is_none()
     }
 }
 
@@ -201,9 +183,7 @@ mod tests {
 
     fn rules(body: &str) -> Rules {
         let mut set = RuleSet::default();
-        let text = format!(
-            "[vendor]\nid = \"v\"\nname = \"V\"\ncutoff = \"2024-09-29T04:00:00Z\"\n{body}"
-        );
+        let text = format!("[vendor]\nid = \"v\"\nname = \"V\"\ncutoff = \"2024-09-29T04:00:00Z\"\n{body}");
         parse_into(&mut set, "t", &text).unwrap();
         Rules::new(set)
     }
@@ -252,14 +232,9 @@ pattern = "ksn-*-geo.kaspersky-labs.com"
         assert_eq!(id(&r, "ksn-info-geo.kaspersky-labs.com"), Some("ksn"));
         assert_eq!(id(&r, "ksn--geo.kaspersky-labs.com"), Some("ksn"));
         assert_eq!(id(&r, "a.ksn-info-geo.kaspersky-labs.com"), None);
-        for decoy in [
-            "kaspersky.com.evil.test",
-            "notkaspersky.com",
-            "mykaspersky-labs.com",
-            "com",
-            "",
-            "kaspersky\\x2ecom",
-        ] {
+        for decoy in
+            ["kaspersky.com.evil.test", "notkaspersky.com", "mykaspersky-labs.com", "com", "", "kaspersky\\x2ecom"]
+        {
             assert_eq!(id(&r, decoy), None, "{decoy}");
         }
     }
@@ -277,11 +252,7 @@ pattern = "ksn-*-geo.kaspersky-labs.com"
         assert_eq!(cat("opentip.kaspersky.com"), Some("excluded"));
         assert_eq!(cat("securelist.com"), Some("excluded"));
         assert_eq!(cat("usa.kaspersky.com"), Some("other"));
-        for decoy in [
-            "kaspersky.com.evil.test",
-            "notkaspersky.com",
-            "mykaspersky-labs.com",
-        ] {
+        for decoy in ["kaspersky.com.evil.test", "notkaspersky.com", "mykaspersky-labs.com"] {
             assert_eq!(cat(decoy), None, "{decoy}");
         }
     }

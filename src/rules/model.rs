@@ -41,10 +41,7 @@ impl Category {
 
     /// Update, telemetry, activation and management are what the ban forbids after the cutoff.
     pub fn is_banned_service(self) -> bool {
-        matches!(
-            self,
-            Category::Update | Category::Telemetry | Category::Activation | Category::Management
-        )
+        matches!(self, Category::Update | Category::Telemetry | Category::Activation | Category::Management)
     }
 }
 

@@ -79,6 +79,7 @@ fn worker_flow(c: &mut Criterion, name: &str, segments: &[&[u8]]) {
                 hash: key.hash64(),
                 reverse: false,
                 transport: Transport::Tcp { seq: 999, flags: TCP_SYN },
+                payload_mapped: false,
                 payload_start: 0,
                 payload_len: 0,
             };

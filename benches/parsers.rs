@@ -9,7 +9,6 @@ use criterion::{Criterion, criterion_group, criterion_main};
 
 use kavwatch::decode::{self, TCP_ACK, TCP_SYN, Transport, VlanTags};
 use kavwatch::flow::FlowKey;
-use kavwatch::flow::decided::DecidedFlows;
 use kavwatch::observation::Position;
 use kavwatch::proto::{dns, tls};
 use kavwatch::rules::load::{SHIPPED, load, parse_into};
@@ -62,7 +61,7 @@ fn rules_with(extra: usize) -> Rules {
 fn worker_flow(c: &mut Criterion, name: &str, segments: &[&[u8]]) {
     let rules = Arc::new(load(None).map(Rules::new).unwrap());
     c.bench_function(name, |b| {
-        let mut w = Worker::new(rules.clone(), Arc::new(DecidedFlows::new(1024)), Limits::default());
+        let mut w = Worker::new(rules.clone(), Limits::default());
         let mut port = 0u16;
         b.iter(|| {
             port = port.wrapping_add(1);
@@ -74,6 +73,7 @@ fn worker_flow(c: &mut Criterion, name: &str, segments: &[&[u8]]) {
             );
             let mut meta = PacketMeta {
                 ts_ns: 1,
+                clock_ns: 1,
                 pos: Position::default(),
                 key,
                 hash: key.hash64(),

@@ -19,7 +19,6 @@ use crate::capture::file::{CaptureError, CaptureReader, RawPacket};
 use crate::decode::defrag::{DefragStats, Defragmenter};
 use crate::decode::{self, Decoded, Outcome, Skip, TCP_RST, TCP_SYN, Transport, link};
 use crate::flow::FlowKey;
-use crate::flow::decided::DecidedFlows;
 use crate::observation::{Observation, Position};
 use crate::rules::matcher::Rules;
 use crate::worker::{Limits, PacketMeta, Worker, WorkerStats};
@@ -160,10 +159,6 @@ impl Dispatcher {
 
 struct Reader {
     stats: Stats,
-    decided: Arc<DecidedFlows>,
-    /// Packets of decided flows dropped here. Not in the report: it depends on thread timing.
-    early_skipped: u64,
-    dispatched: u64,
     defrag: Defragmenter,
     dispatch: Dispatcher,
     link_counts: BTreeMap<u32, u64>,
@@ -220,15 +215,9 @@ impl Reader {
         };
         let (key, reverse) = FlowKey::new(d.vlan, (d.src, d.sport), (d.dst, d.dport), proto);
         let hash = key.hash64();
-        if let Transport::Tcp { flags, .. } = d.transport
-            && flags & (TCP_SYN | TCP_RST) == 0
-            && self.decided.contains(hash)
-        {
-            self.early_skipped += 1;
-            return;
-        }
         let meta = PacketMeta {
             ts_ns,
+            clock_ns: self.last_ts.unwrap_or(ts_ns),
             pos,
             key,
             hash,
@@ -238,7 +227,6 @@ impl Reader {
             payload_start: 0,
             payload_len: 0,
         };
-        self.dispatched += 1;
         self.dispatch.push(meta, d.payload, map, hash);
     }
 }
@@ -254,14 +242,12 @@ fn progress_line(done: u64, total: u64, packets: u64, started: Instant) {
 pub fn run(inputs: &[PathBuf], rules: Arc<Rules>, opts: &Options) -> Analysis {
     let n = opts.workers.max(1);
     let (free_tx, free_rx) = unbounded::<Batch>();
-    let decided = Arc::new(DecidedFlows::new(1 << 18));
     let mut senders = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);
     for i in 0..n {
         let (tx, rx) = bounded::<Batch>(QUEUE_BATCHES);
         senders.push(tx);
         let rules = rules.clone();
-        let decided = decided.clone();
         let free_tx = free_tx.clone();
         let limits = Limits {
             max_flows: (opts.limits.max_flows / n).max(1024),
@@ -271,7 +257,7 @@ pub fn run(inputs: &[PathBuf], rules: Arc<Rules>, opts: &Options) -> Analysis {
         let h = std::thread::Builder::new()
             .name(format!("kavwatch-worker-{i}"))
             .spawn(move || {
-                let mut w = Worker::new(rules, decided, limits);
+                let mut w = Worker::new(rules, limits);
                 for mut batch in rx {
                     for m in &batch.metas {
                         w.process(m, batch.payload(m));
@@ -289,9 +275,6 @@ pub fn run(inputs: &[PathBuf], rules: Arc<Rules>, opts: &Options) -> Analysis {
     }
     let mut reader = Reader {
         stats: Stats::default(),
-        decided,
-        early_skipped: 0,
-        dispatched: 0,
         defrag: Defragmenter::default(),
         dispatch: Dispatcher { senders, free: free_rx, batches: (0..n).map(|_| Batch::default()).collect() },
         link_counts: BTreeMap::new(),
@@ -351,12 +334,6 @@ pub fn run(inputs: &[PathBuf], rules: Arc<Rules>, opts: &Options) -> Analysis {
         reader.dispatch.flush(w);
     }
     reader.defrag.finish();
-    if std::env::var_os("KAVWATCH_DEBUG").is_some() {
-        eprintln!(
-            "debug: packets dropped early as decided: {}, dispatched: {}",
-            reader.early_skipped, reader.dispatched
-        );
-    }
     let Reader { mut stats, defrag, dispatch, link_counts, first_ts, last_ts, .. } = reader;
     drop(dispatch);
     stats.fragments = defrag.stats;

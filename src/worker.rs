@@ -9,7 +9,6 @@ use serde::Serialize;
 
 use crate::decode::{TCP_ACK, TCP_RST, TCP_SYN, Transport};
 use crate::flow::FlowKey;
-use crate::flow::decided::DecidedFlows;
 use crate::flow::reassembly::{Added, Stream};
 use crate::flow::table::FlowTable;
 use crate::observation::{Detail, DnsAnswer, DnsDetail, HttpDetail, Observation, Position, TlsDetail};
@@ -43,6 +42,10 @@ impl Default for Limits {
 #[derive(Debug, Clone, Copy)]
 pub struct PacketMeta {
     pub ts_ns: i64,
+    /// The latest packet time read so far (never goes back, even when the inputs are not in
+    /// time order). Idle expiry runs on it, so that whether a flow expires depends only on
+    /// its own packets, not on which other packets share its worker.
+    pub clock_ns: i64,
     pub pos: Position,
     pub key: FlowKey,
     /// `key.hash64()`, computed once by the reader.
@@ -141,7 +144,6 @@ impl TcpFlow {
 
 pub struct Worker {
     rules: Arc<Rules>,
-    decided: Arc<DecidedFlows>,
     limits: Limits,
     flows: FlowTable<TcpFlow>,
     reassembly_held: usize,
@@ -157,10 +159,9 @@ fn has_port(key: &FlowKey, port: u16) -> bool {
 }
 
 impl Worker {
-    pub fn new(rules: Arc<Rules>, decided: Arc<DecidedFlows>, limits: Limits) -> Worker {
+    pub fn new(rules: Arc<Rules>, limits: Limits) -> Worker {
         Worker {
             rules,
-            decided,
             limits,
             flows: FlowTable::new(limits.max_flows, limits.flow_idle_ns),
             reassembly_held: 0,
@@ -172,6 +173,8 @@ impl Worker {
     }
 
     pub fn process(&mut self, m: &PacketMeta, payload: &[u8]) {
+        // Expire first: a flow's fate then depends only on its own packets' clocks.
+        self.maintain(m.clock_ns);
         match m.transport {
             Transport::Udp => {
                 if has_port(&m.key, 53) && !payload.is_empty() {
@@ -180,7 +183,6 @@ impl Worker {
             }
             Transport::Tcp { seq, flags } => self.tcp(m, seq, flags, payload),
         }
-        self.maintain(m.ts_ns);
     }
 
     fn maintain(&mut self, now: i64) {
@@ -333,7 +335,6 @@ impl Worker {
         if new_connection && self.flows.get_mut(&m.key).is_some() {
             // The addresses and ports are reused by a new connection: start over.
             self.drop_flow(&m.key);
-            self.decided.unmark(m.hash);
         }
         if self.flows.get_mut(&m.key).is_none() {
             self.stats.tcp_flows += 1;
@@ -428,9 +429,8 @@ impl Worker {
         true
     }
 
-    /// Marks a flow finished and frees its buffers; the reader stops sending its packets.
+    /// Marks a flow finished and frees its buffers; later packets of it cost one look-up.
     fn done(&mut self, m: &PacketMeta) {
-        self.decided.mark(m.hash);
         if let Some(flow) = self.flows.get_mut(&m.key) {
             let held = flow.held();
             flow.app = App::Done;

@@ -18,7 +18,7 @@ fn rules() -> Arc<Rules> {
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits { max_flows: 16, flow_idle_ns: 1_000, reassembly_bytes: 64 * 1024 };
-    let mut w = Worker::new(rules(), Arc::new(kavwatch::flow::decided::DecidedFlows::new(16)), limits);
+    let mut w = Worker::new(rules(), limits);
     let client = ("10.0.0.1".parse().unwrap(), 40000);
     let server = ("10.0.0.2".parse().unwrap(), if data.first() == Some(&0) { 53 } else { 443 });
     let (key, _) = FlowKey::new(VlanTags::default(), client, server, 6);
@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
         let payload = &rest[7..(7 + len).min(rest.len())];
         rest = &rest[(7 + len).min(rest.len())..];
         ts += 1;
-        let meta = PacketMeta { ts_ns: ts, pos: Position::default(), key, hash: key.hash64(), reverse: dir, transport: Transport::Tcp { seq, flags }, payload_mapped: false, payload_start: 0, payload_len: payload.len() as u32 };
+        let meta = PacketMeta { ts_ns: ts, clock_ns: ts, pos: Position::default(), key, hash: key.hash64(), reverse: dir, transport: Transport::Tcp { seq, flags }, payload_mapped: false, payload_start: 0, payload_len: payload.len() as u32 };
         w.process(&meta, payload);
     }
     w.finish();

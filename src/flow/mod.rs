@@ -1,7 +1,6 @@
 //! Flows: a direction-free key with its hash (so both directions meet on one worker),
 //! the bounded flow table, and TCP stream reassembly.
 
-pub mod decided;
 pub mod reassembly;
 pub mod table;
 

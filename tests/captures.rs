@@ -1,0 +1,249 @@
+//! `kavwatch analyze` on the captures real programs made (captures/make-captures.sh),
+//! checked against tshark's reading of the same files (tests/expected/captures.json) and
+//! against the story each capture tells.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+
+use kavwatch::rules::{load::load, matcher::Rules};
+
+type Key = (String, String, String, bool, Option<Vec<u64>>);
+
+fn truth() -> BTreeMap<String, Vec<Value>> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/expected/captures.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn events(args: &[&str]) -> Vec<Value> {
+    let mut a = vec!["analyze", "-q", "--events", "-"];
+    a.extend_from_slice(args);
+    let o = run(&a);
+    assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+    stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn key_of_event(e: &Value) -> Key {
+    let vlan = e.get("vlan").map(|v| v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect());
+    (
+        e["host"].as_str().unwrap().to_string(),
+        e["domain"].as_str().unwrap().to_string(),
+        e["event_type"].as_str().unwrap().to_string(),
+        e["after_cutoff"].as_bool().unwrap(),
+        vlan,
+    )
+}
+
+/// Every DNS query, ClientHello and HTTP request tshark sees whose name a rule matches is an
+/// event, as often as tshark counts it, with the same client, VLAN tags and side of the cutoff.
+#[test]
+fn events_equal_tsharks_reading_of_every_capture() {
+    let rules = Rules::new(load(None).unwrap());
+    let truth = truth();
+    assert!(truth.len() >= 19, "all captures have a truth entry");
+    for (file, rows) in &truth {
+        let mut want: BTreeMap<Key, u64> = BTreeMap::new();
+        for r in rows {
+            let domain = r["domain"].as_str().unwrap();
+            if rules.find(domain).is_none() {
+                continue;
+            }
+            let vlan = r["vlan"].as_array().map(|v| v.iter().map(|x| x.as_u64().unwrap()).collect());
+            let k = (
+                r["client_ip"].as_str().unwrap().to_string(),
+                domain.to_string(),
+                r["via"].as_str().unwrap().to_string(),
+                r["after_cutoff"].as_bool().unwrap(),
+                vlan,
+            );
+            *want.entry(k).or_default() += r["count"].as_u64().unwrap();
+        }
+        if file == "tcp-reorder.pcap" {
+            // tshark cannot put back together the reordered flow whose SYN was removed; the
+            // ClientHello is there (openssl sent it), and kavwatch must read it.
+            let k = ("10.99.0.15".into(), "ksn-url-geo.kaspersky-labs.com".into(), "tls".into(), true, None);
+            assert!(!want.contains_key(&k));
+            want.insert(k, 1);
+        }
+        let mut got: BTreeMap<Key, u64> = BTreeMap::new();
+        for e in events(&[captures().join(file).to_str().unwrap()]) {
+            *got.entry(key_of_event(&e)).or_default() += 1;
+        }
+        assert!(!want.is_empty(), "{file}: has Kaspersky names");
+        assert_eq!(got, want, "{file}");
+    }
+}
+
+fn report(args: &[&str]) -> Value {
+    let d = tmpdir(&format!("report-{}", args.join("-").replace(['/', '.'], "_")));
+    let r = d.join("r.json");
+    let mut a = vec!["analyze", "-q", "--report", r.to_str().unwrap()];
+    a.extend_from_slice(args);
+    let o = run(&a);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    json(&r)
+}
+
+fn verdicts(r: &Value) -> BTreeMap<String, String> {
+    r["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let vlan = h.get("vlan").map(|v| format!("@{v}")).unwrap_or_default();
+            (format!("{}{vlan}", h["ip"].as_str().unwrap()), h["verdict"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn demo_tells_each_host_apart() {
+    let r = report(&[captures().join("demo.pcapng").to_str().unwrap()]);
+    let v = verdicts(&r);
+    let expect = [
+        ("10.99.0.11", "active-after-cutoff"),  // still pulls updates (DNS, TLS, HTTP)
+        ("10.99.0.12", "active-before-cutoff"), // stopped before the cutoff
+        ("10.99.0.13", "active-after-cutoff"),  // KSN telemetry
+        ("10.99.0.15", "excluded-only"),        // OpenTIP only
+        ("10.99.0.16", "other-only"),           // the web site only
+        ("10.99.0.17@[10]", "active-after-cutoff"),
+    ];
+    let expect: BTreeMap<String, String> = expect.iter().map(|(h, v)| (h.to_string(), v.to_string())).collect();
+    assert_eq!(v, expect, "10.99.0.14 (clean, and a decoy name) has no row");
+    // Active hosts first; the one still updating has its last contact after the cutoff.
+    assert_eq!(r["hosts"][0]["verdict"], "active-after-cutoff");
+    let h11 = r["hosts"].as_array().unwrap().iter().find(|h| h["ip"] == "10.99.0.11").unwrap();
+    assert!(h11["last_seen_after_cutoff"].as_str().unwrap().starts_with("2024-10-02T09:00"));
+    assert!(
+        h11["domains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["domain"] == "dnl-01.geo.kaspersky.com" && d["via"][0] == "http")
+    );
+    assert_eq!(r["cutoff"], "2024-09-29T04:00:00Z");
+    assert_eq!(r["summary"]["active-after-cutoff"], 3);
+    assert_eq!(r["stats"]["link_types"]["EN10MB"], r["stats"]["packets"]);
+    assert_eq!(r["stats"]["malformed"], 0);
+}
+
+#[test]
+fn mixed_gzip_covers_the_other_verdicts() {
+    let r = report(&[captures().join("mixed.pcap.gz").to_str().unwrap()]);
+    let v = verdicts(&r);
+    assert_eq!(v.get("10.99.0.16").map(String::as_str), Some("active-before-cutoff"));
+    assert_eq!(v.get("10.99.0.11").map(String::as_str), Some("excluded-only"));
+    assert_eq!(v.get("10.99.0.12").map(String::as_str), Some("other-only"));
+    assert!(!v.contains_key("10.99.0.14"), "decoys only: no row");
+}
+
+#[test]
+fn link_types_fragments_and_vlans_are_decoded() {
+    let r = report(&[captures().join("multi-if.pcapng").to_str().unwrap()]);
+    let lt = &r["stats"]["link_types"];
+    assert!(lt["EN10MB"].as_u64().unwrap() > 0 && lt["LINUX_SLL2"].as_u64().unwrap() > 0, "{lt}");
+    let r = report(&[captures().join("fragments.pcap").to_str().unwrap()]);
+    assert_eq!(r["stats"]["fragments"]["reassembled"], 2, "{}", r["stats"]);
+    assert_eq!(r["hosts"][0]["categories"]["activation"], 1);
+    let r = report(&[captures().join("ipv6.pcap").to_str().unwrap()]);
+    assert_eq!(r["stats"]["fragments"]["reassembled"], 1, "the IPv6 fragment header");
+    let ev = events(&[captures().join("vlan.pcap").to_str().unwrap()]);
+    assert!(ev.iter().any(|e| e["vlan"] == serde_json::json!([100, 20])), "QinQ, outer first");
+    assert!(ev.iter().any(|e| e["vlan"] == serde_json::json!([10])));
+    for f in ["null-loop.pcap", "raw-ip.pcap", "bigendian.pcap", "sll.pcap", "sll2.pcap", "nanosecond.pcap"] {
+        let r = report(&[captures().join(f).to_str().unwrap()]);
+        assert_eq!(r["stats"]["malformed"], 0, "{f}");
+        assert!(!r["hosts"].as_array().unwrap().is_empty(), "{f}");
+    }
+    let ev = events(&[captures().join("nanosecond.pcap").to_str().unwrap()]);
+    assert_eq!(ev[0]["timestamp"], "2024-10-24T10:00:00.123456Z", "nanoseconds kept to the microsecond");
+}
+
+#[test]
+fn protocol_details_are_in_the_events() {
+    let ev = events(&[captures().join("dns-udp.pcap").to_str().unwrap()]);
+    let https = ev.iter().find(|e| e["dns"]["query_type"] == "HTTPS").expect("the type 65 query");
+    assert_eq!(https["domain"], "dnl-01.geo.kaspersky.com");
+    let a = ev.iter().find(|e| e["domain"] == "s05.upd.kaspersky.com" && e["dns"]["query_type"] == "A").unwrap();
+    assert_eq!(a["dns"]["rcode"], "NOERROR");
+    assert_eq!(a["dns"]["answers"][0]["rdata"], "10.99.0.1");
+    assert!(ev.iter().any(|e| e["domain"] == "dnl-02.geo.kaspersky.com"), "DNL-02.GEO.Kaspersky.COM. normalised");
+    let ev = events(&[captures().join("dns-tcp.pcap").to_str().unwrap()]);
+    assert!(ev.iter().all(|e| e["proto"] == "TCP") && ev.len() == 3, "two queries on one connection, one alone");
+    let ev = events(&[captures().join("tls-split.pcap").to_str().unwrap()]);
+    assert!(ev.iter().any(|e| e["tls"]["records"] == 2), "a ClientHello over two TLS records");
+    let t = ev.iter().find(|e| e["domain"] == "s07.upd.kaspersky.com").unwrap();
+    assert_eq!(t["tls"]["alpn"][0], "h2");
+    assert!(t["tls"]["versions"].as_array().unwrap().contains(&serde_json::json!("TLS 1.3")));
+    assert!(t["tls"]["ja4"].as_str().unwrap().starts_with("t13d"));
+    let ev = events(&[captures().join("http.pcap").to_str().unwrap()]);
+    let upd: Vec<_> = ev.iter().filter(|e| e["domain"] == "dnl-01.geo.kaspersky.com").collect();
+    assert_eq!(upd.len(), 2, "two requests on one keep-alive connection");
+    assert_eq!(upd[0]["http"]["user_agent"], "@hEKzPRNa0lItsGIjysY");
+    assert_eq!(upd[0]["http"]["path"], "/diffs/bases/av/kdb/i386/kdb-i386-0607g.xml.dif");
+    assert_eq!(upd[0]["category"], "update");
+}
+
+#[test]
+fn same_output_for_any_number_of_workers() {
+    let d = tmpdir("determinism");
+    let mut outs = Vec::new();
+    for w in ["1", "2", "5"] {
+        let (e, r) = (d.join(format!("e{w}.json")), d.join(format!("r{w}.json")));
+        let o = run(&[
+            "analyze",
+            "-q",
+            captures().to_str().unwrap(),
+            "--workers",
+            w,
+            "--events",
+            e.to_str().unwrap(),
+            "--report",
+            r.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        outs.push((std::fs::read(&e).unwrap(), std::fs::read(&r).unwrap()));
+    }
+    assert!(outs[0].0.len() > 1000);
+    assert!(outs.iter().all(|o| o == &outs[0]), "byte-identical events and report");
+}
+
+#[test]
+fn stdin_directories_and_csv() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let file = captures().join("dns-udp.pcap");
+    let mut child = bin()
+        .args(["analyze", "-q", "--events", "-", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&std::fs::read(&file).unwrap()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let from_stdin: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let from_file = events(&[file.to_str().unwrap()]);
+    assert_eq!(from_stdin.len(), from_file.len());
+    assert_eq!(from_stdin[0]["domain"], from_file[0]["domain"]);
+    // A directory is read in name order; the table names every host.
+    let o = run(&["analyze", captures().to_str().unwrap()]);
+    assert!(o.status.success());
+    let table = stdout(&o);
+    assert!(table.contains("10.99.0.17") && table.contains("Totals: 19 input(s)"), "{table}");
+    let d = tmpdir("csv");
+    let csv = d.join("r.csv");
+    assert!(
+        run(&["analyze", "-q", captures().join("demo.pcapng").to_str().unwrap(), "--report", csv.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.starts_with("ip,vlan,verdict,"));
+    assert_eq!(text.lines().count(), 7, "{text}");
+}

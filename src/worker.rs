@@ -34,7 +34,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { max_flows: 131_072, flow_idle_ns: 60_000_000_000, reassembly_bytes: 32 * 1024 * 1024 }
+        Limits { max_flows: 65_536, flow_idle_ns: 60_000_000_000, reassembly_bytes: 16 * 1024 * 1024 }
     }
 }
 
@@ -405,6 +405,9 @@ impl Worker {
     /// Adds a segment to a direction's stream, within the per-stream cap and the worker's
     /// memory budget; false if the flow was given up.
     fn feed(&mut self, m: &PacketMeta, dir: usize, seq: u32, payload: &[u8], cap: usize) -> bool {
+        if self.reassembly_held + payload.len() > self.limits.reassembly_bytes {
+            self.reclaim(&m.key);
+        }
         let budget_full = self.reassembly_held + payload.len() > self.limits.reassembly_bytes;
         let Some(flow) = self.flows.get_mut(&m.key) else {
             return false;
@@ -427,6 +430,31 @@ impl Worker {
             return false;
         }
         true
+    }
+
+    /// Reassembly memory is full: give up the streams of the least recently used flows
+    /// (down to three quarters of the budget, so this runs rarely), never `keep`'s. A flood of
+    /// half-sent ClientHellos then costs old flows, not the new ones.
+    fn reclaim(&mut self, keep: &FlowKey) {
+        let target = self.limits.reassembly_bytes / 4 * 3;
+        let mut held = self.reassembly_held;
+        let mut gave_up = 0;
+        for (k, f) in self.flows.iter_mut_oldest_first() {
+            if held <= target {
+                break;
+            }
+            if k == keep || f.held() == 0 {
+                continue;
+            }
+            held -= f.held().min(held);
+            if f.incomplete() {
+                gave_up += 1;
+            }
+            f.app = App::Done;
+            f.streams = [None, None];
+        }
+        self.reassembly_held = held;
+        self.stats.reassembly_gave_up += gave_up;
     }
 
     /// Marks a flow finished and frees its buffers; later packets of it cost one look-up.

@@ -22,10 +22,10 @@ pub const MAX_CAPLEN: u32 = 262_144;
 const MAX_BLOCK: u32 = 16 * 1024 * 1024;
 const READ_CHUNK: usize = 4 * 1024 * 1024;
 /// A mapped file's pages are released in steps of this many bytes...
-const RELEASE_EVERY: usize = 4 * 1024 * 1024;
+const RELEASE_EVERY: usize = 2 * 1024 * 1024;
 /// ...this far behind the reader, so that pages workers still read from queued batches
 /// (a few MB at most) are not released under them and faulted back in for good.
-const RELEASE_LAG: usize = 16 * 1024 * 1024;
+const RELEASE_LAG: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, Error)]
 pub enum CaptureError {
@@ -182,9 +182,12 @@ impl CaptureReader {
             return;
         }
         let upto = (self.start - RELEASE_LAG) & !(4096 - 1);
+        // The previous step again too: a worker that fell further behind than the lag has
+        // faulted those pages back in.
+        let from = self.released.saturating_sub(RELEASE_EVERY);
         // Safety: DONTNEED on a read-only file mapping only drops our page-table entries; a
         // later access (a worker still reading a batch) faults the page back in from the file.
-        let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, self.released, upto - self.released) };
+        let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, from, upto - from) };
         self.released = upto;
     }
 

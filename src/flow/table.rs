@@ -96,6 +96,11 @@ impl<V> FlowTable<V> {
         self.cur.remove(key).or_else(|| self.old.remove(key))
     }
 
+    /// Flows least recently used first: the previous generation, then the current one.
+    pub fn iter_mut_oldest_first(&mut self) -> impl Iterator<Item = (&FlowKey, &mut V)> {
+        self.old.iter_mut().chain(self.cur.iter_mut())
+    }
+
     /// Empties the table at the end of the input.
     pub fn drain(&mut self) -> impl Iterator<Item = (FlowKey, V)> + '_ {
         self.cur.drain().chain(self.old.drain())

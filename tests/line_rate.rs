@@ -10,6 +10,7 @@ use std::process::Command;
 use common::*;
 
 /// Runs the command and returns (exit code, peak RSS in MB) from wait4's rusage.
+#[allow(clippy::zombie_processes)] // reaped by wait4, which std's Child cannot do with rusage
 fn run_measured(cmd: &mut Command) -> (i32, f64) {
     let child = cmd.spawn().unwrap();
     let mut status = 0;

@@ -108,10 +108,11 @@ fn load_rules(path: Option<&Path>) -> Result<Rules> {
 fn rules_check(path: Option<&Path>) -> Result<ExitCode> {
     let rules = load_rules(path)?;
     for v in &rules.set.vendors {
-        let n = rules.set.rules.iter().filter(|r| rules.set.vendors[r.vendor].file == v.file).count();
+        let mine = rules.set.rules.iter().filter(|r| rules.set.vendors[r.vendor].file == v.file);
+        let (n, names) = mine.fold((0, 0), |(n, p), r| (n + 1, p + r.patterns.len()));
         println!(
-            "{}: ok: vendor {} ({}), version {}, cutoff {}, {} rules",
-            v.file, v.id, v.name, v.version, v.cutoff, n
+            "{}: ok: vendor {} ({}), version {}, cutoff {}, {n} rules, {names} names",
+            v.file, v.id, v.name, v.version, v.cutoff
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -121,13 +122,13 @@ fn rules_match(path: Option<&Path>, names: &[String]) -> Result<ExitCode> {
     let rules = load_rules(path)?;
     for raw in names {
         let name = normalize_name(raw.as_bytes());
-        match rules.find(&name) {
-            Some(r) => println!(
+        match rules.find_pattern(&name) {
+            Some((r, pattern)) => println!(
                 "{name}\t{}\t{}\t{} {}",
                 r.category.as_str(),
                 r.id,
                 format!("{:?}", r.kind).to_lowercase(),
-                r.pattern
+                pattern
             ),
             None => println!("{name}\t-\t(no rule)"),
         }

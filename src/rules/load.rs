@@ -52,7 +52,14 @@ struct RawRule {
     category: Spanned<String>,
     #[serde(rename = "match")]
     kind: Spanned<String>,
-    pattern: Spanned<String>,
+    #[serde(default)]
+    pattern: Option<Spanned<String>>,
+    /// Many names sharing one rule: far cheaper to load than one table per name.
+    #[serde(default)]
+    patterns: Option<Spanned<Vec<String>>>,
+    /// A text file of names, one per line (`#` comments), relative to the rules file.
+    #[serde(default)]
+    patterns_file: Option<Spanned<String>>,
     #[serde(default)]
     source: Option<Spanned<Vec<String>>>,
     #[serde(default)]
@@ -75,15 +82,16 @@ fn check_pattern(p: &str, kind: MatchKind) -> Result<(), String> {
     if p.is_empty() || p.starts_with('.') || p.ends_with('.') || p.contains("..") {
         return Err(format!("pattern {p:?}: empty label or leading/trailing dot"));
     }
-    for c in p.chars() {
-        let ok = c.is_ascii_lowercase()
+    let glob = kind == MatchKind::Glob;
+    if let Some(c) = p.chars().find(|&c| {
+        !(c.is_ascii_lowercase()
             || c.is_ascii_digit()
             || matches!(c, '-' | '_' | '.')
-            || (kind == MatchKind::Glob && matches!(c, '*' | '?'));
-        if !ok {
-            return Err(format!("pattern {p:?}: character {c:?} not allowed in a {kind:?} pattern (lowercase letters, digits, '-', '_'{})",
-                if kind == MatchKind::Glob { ", '*', '?'" } else { "" }).to_lowercase());
-        }
+            || (glob && matches!(c, '*' | '?')))
+    }) {
+        let allowed =
+            if glob { "lowercase letters, digits, '-', '_', '*', '?'" } else { "lowercase letters, digits, '-', '_'" };
+        return Err(format!("pattern {p:?}: character {c:?} not allowed ({allowed})"));
     }
     Ok(())
 }
@@ -133,8 +141,34 @@ pub fn parse_into(set: &mut RuleSet, file: &str, text: &str) -> Result<(), Rules
                 ),
             )
         })?;
-        check_pattern(r.pattern.get_ref(), kind)
-            .map_err(|m| err(r.pattern.span().start, format!("rule {id:?}: field `pattern`: {m}")))?;
+        let patterns = match (r.pattern, r.patterns, r.patterns_file) {
+            (Some(p), None, None) => {
+                check_pattern(p.get_ref(), kind)
+                    .map_err(|m| err(p.span().start, format!("rule {id:?}: field `pattern`: {m}")))?;
+                vec![p.into_inner()]
+            }
+            (None, Some(ps), None) if !ps.get_ref().is_empty() => {
+                for p in ps.get_ref() {
+                    check_pattern(p, kind)
+                        .map_err(|m| err(ps.span().start, format!("rule {id:?}: field `patterns`: {m}")))?;
+                }
+                ps.into_inner()
+            }
+            (None, None, Some(f)) => read_patterns_file(file, f.get_ref(), kind).map_err(|e| match e {
+                RulesError::Io { file: f2, source } => {
+                    err(f.span().start, format!("rule {id:?}: field `patterns_file`: {f2}: {source}"))
+                }
+                other => other,
+            })?,
+            _ => {
+                return Err(err(
+                    r.id.span().start,
+                    format!(
+                        "rule {id:?}: give exactly one of `pattern`, a non-empty `patterns` list, or `patterns_file`"
+                    ),
+                ));
+            }
+        };
         let (source, source_at) = match r.source {
             Some(s) => (s.get_ref().clone(), s.span().start),
             None => (Vec::new(), r.id.span().start),
@@ -144,18 +178,31 @@ pub fn parse_into(set: &mut RuleSet, file: &str, text: &str) -> Result<(), Rules
                 return Err(err(source_at, format!("rule {id:?}: field `source`: {s:?} is not a key of [sources]")));
             }
         }
-        set.rules.push(Rule {
-            id,
-            category,
-            kind,
-            pattern: r.pattern.into_inner(),
-            source,
-            confidence: r.confidence,
-            note: r.note,
-            vendor,
-        });
+        set.rules.push(Rule { id, category, kind, patterns, source, confidence: r.confidence, note: r.note, vendor });
     }
     Ok(())
+}
+
+/// Names from a text file, one per line; blank lines and `#` comments skipped. Errors name
+/// that file and line.
+fn read_patterns_file(rules_file: &str, rel: &str, kind: MatchKind) -> Result<Vec<String>, RulesError> {
+    let base = Path::new(rules_file).parent().unwrap_or(Path::new("."));
+    let path = base.join(rel);
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(&path).map_err(|source| RulesError::Io { file: name.clone(), source })?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let p = line.split('#').next().unwrap_or("").trim();
+        if p.is_empty() {
+            continue;
+        }
+        check_pattern(p, kind).map_err(|msg| RulesError::Invalid { file: name.clone(), line: n + 1, msg })?;
+        out.push(p.to_string());
+    }
+    if out.is_empty() {
+        return Err(RulesError::Invalid { file: name, line: 1, msg: "no names in this file".into() });
+    }
+    Ok(out)
 }
 
 /// The .toml files a path names: the file itself, or a directory's, in name order.
@@ -209,6 +256,24 @@ mod tests {
         let set = load(None).unwrap();
         assert_eq!(set.vendors[0].cutoff_ns, parse_instant("2024-09-29T04:00:00Z").unwrap());
         assert!(set.rules.len() > 20);
+    }
+
+    #[test]
+    fn a_rule_may_list_many_patterns() {
+        let set = parse(
+            "[[rule]]\nid = \"list\"\ncategory = \"other\"\nmatch = \"suffix\"\npatterns = [\"a.test\", \"b.test\"]\n",
+        )
+        .unwrap();
+        assert_eq!(set.rules[0].patterns, vec!["a.test", "b.test"]);
+        let rules = crate::rules::matcher::Rules::new(set);
+        assert_eq!(rules.find_pattern("x.b.test").map(|(r, p)| (r.id.as_str(), p)), Some(("list", "b.test")));
+        let e = parse(
+            "[[rule]]\nid = \"a\"\ncategory = \"other\"\nmatch = \"exact\"\npatterns = [\"ok.test\", \"Bad.test\"]\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("field `patterns`") && e.to_string().contains("Bad.test"), "{e}");
+        let e = parse("[[rule]]\nid = \"a\"\ncategory = \"other\"\nmatch = \"exact\"\n").unwrap_err();
+        assert!(e.to_string().contains("exactly one of `pattern`"), "{e}");
     }
 
     #[test]

@@ -5,20 +5,28 @@ use rustc_hash::FxHashMap;
 
 use super::model::{MatchKind, Rule, RuleSet};
 
-/// A glob rule, indexed by its trailing labels without wildcards.
+/// A glob pattern, indexed by its trailing labels without wildcards.
 struct Glob {
-    rule: u32,
+    entry: u32,
     /// The labels in front of the fixed suffix, one pattern each.
     head: Vec<String>,
 }
 
+/// One pattern of one rule.
+struct Entry {
+    rule: u32,
+    pattern: u32,
+    /// Labels the pattern covers and its kind's rank: "the most specific rule wins".
+    labels: u16,
+    rank: u8,
+}
+
 pub struct Matcher {
+    /// Pattern text -> index into `entries`.
     exact: FxHashMap<String, u32>,
     suffix: FxHashMap<String, u32>,
     glob: FxHashMap<String, Vec<Glob>>,
-    /// Labels each rule covers, for "the most specific rule wins".
-    labels: Vec<u16>,
-    rank: Vec<u8>,
+    entries: Vec<Entry>,
 }
 
 /// `*` any run of characters, `?` exactly one, inside one label. Linear-time backtracking
@@ -46,52 +54,64 @@ fn glob_label(pat: &[u8], s: &[u8]) -> bool {
 
 impl Matcher {
     pub fn new(set: &RuleSet) -> Matcher {
+        // Sized up front: a list of 100,000 names would otherwise rehash a dozen times.
+        let count = |k: MatchKind| set.rules.iter().filter(|r| r.kind == k).map(|r| r.patterns.len()).sum::<usize>();
         let mut m = Matcher {
-            exact: FxHashMap::default(),
-            suffix: FxHashMap::default(),
+            exact: FxHashMap::with_capacity_and_hasher(count(MatchKind::Exact), Default::default()),
+            suffix: FxHashMap::with_capacity_and_hasher(count(MatchKind::Suffix), Default::default()),
             glob: FxHashMap::default(),
-            labels: Vec::with_capacity(set.rules.len()),
-            rank: Vec::with_capacity(set.rules.len()),
+            entries: Vec::with_capacity(set.rules.iter().map(|r| r.patterns.len()).sum()),
         };
-        for (i, r) in set.rules.iter().enumerate() {
-            let i = i as u32;
-            m.labels.push(r.pattern.split('.').count().min(u16::MAX as usize) as u16);
-            let is_glob = r.kind == MatchKind::Glob && r.pattern.contains(['*', '?']);
-            m.rank.push(match (r.kind, is_glob) {
-                (MatchKind::Exact, _) | (MatchKind::Glob, false) => 3,
-                (MatchKind::Glob, true) => 2,
-                (MatchKind::Suffix, _) => 1,
-            });
-            // A later duplicate pattern of the same kind never wins; the first one stays.
-            match (r.kind, is_glob) {
-                (MatchKind::Exact, _) | (MatchKind::Glob, false) => {
-                    m.exact.entry(r.pattern.clone()).or_insert(i);
-                }
-                (MatchKind::Suffix, _) => {
-                    m.suffix.entry(r.pattern.clone()).or_insert(i);
-                }
-                (MatchKind::Glob, true) => {
-                    let labels: Vec<&str> = r.pattern.split('.').collect();
-                    let fixed = labels.iter().rev().take_while(|l| !l.contains(['*', '?'])).count();
-                    let split = labels.len() - fixed;
-                    m.glob
-                        .entry(labels[split..].join("."))
-                        .or_default()
-                        .push(Glob { rule: i, head: labels[..split].iter().map(|s| s.to_string()).collect() });
+        for (ri, r) in set.rules.iter().enumerate() {
+            for (pi, pattern) in r.patterns.iter().enumerate() {
+                let e = m.entries.len() as u32;
+                let is_glob = r.kind == MatchKind::Glob && pattern.contains(['*', '?']);
+                let rank = match (r.kind, is_glob) {
+                    (MatchKind::Exact, _) | (MatchKind::Glob, false) => 3,
+                    (MatchKind::Glob, true) => 2,
+                    (MatchKind::Suffix, _) => 1,
+                };
+                let labels = pattern.split('.').count().min(u16::MAX as usize) as u16;
+                m.entries.push(Entry { rule: ri as u32, pattern: pi as u32, labels, rank });
+                // A later duplicate pattern of the same kind never wins; the first one stays.
+                match (r.kind, is_glob) {
+                    (MatchKind::Exact, _) | (MatchKind::Glob, false) => {
+                        m.exact.entry(pattern.clone()).or_insert(e);
+                    }
+                    (MatchKind::Suffix, _) => {
+                        m.suffix.entry(pattern.clone()).or_insert(e);
+                    }
+                    (MatchKind::Glob, true) => {
+                        let labels: Vec<&str> = pattern.split('.').collect();
+                        let fixed = labels.iter().rev().take_while(|l| !l.contains(['*', '?'])).count();
+                        let split = labels.len() - fixed;
+                        m.glob
+                            .entry(labels[split..].join("."))
+                            .or_default()
+                            .push(Glob { entry: e, head: labels[..split].iter().map(|s| s.to_string()).collect() });
+                    }
                 }
             }
         }
         m
     }
 
-    /// The most specific rule matching a normalised name (lowercase, no trailing dot).
-    pub fn find(&self, name: &str) -> Option<u32> {
+    /// The most specific rule matching a normalised name: (rule, pattern) indexes.
+    pub fn find(&self, name: &str) -> Option<(u32, u32)> {
+        self.find_entry(name).map(|e| (self.entries[e as usize].rule, self.entries[e as usize].pattern))
+    }
+
+    /// The most specific pattern matching a normalised name (lowercase, no trailing dot).
+    fn find_entry(&self, name: &str) -> Option<u32> {
         if name.is_empty() || name.len() > 1024 {
             return None;
         }
         let mut best: Option<u32> = None;
         let mut consider = |r: u32| {
-            let key = |r: u32| (self.labels[r as usize], self.rank[r as usize], u32::MAX - r);
+            let key = |r: u32| {
+                let e = &self.entries[r as usize];
+                (e.labels, e.rank, u32::MAX - r)
+            };
             if best.is_none_or(|b| key(r) > key(b)) {
                 best = Some(r);
             }
@@ -122,7 +142,7 @@ impl Matcher {
         if let Some(gs) = self.glob.get("") {
             for g in gs {
                 if g.head.len() == head + 1 && Self::head_matches(&g.head, name) {
-                    consider(g.rule);
+                    consider(g.entry);
                 }
             }
         }
@@ -139,7 +159,7 @@ impl Matcher {
         let front = &name[..start - 1];
         for g in gs {
             if g.head.len() == head && Self::head_matches(&g.head, front) {
-                consider(g.rule);
+                consider(g.entry);
             }
         }
     }
@@ -164,11 +184,18 @@ impl Rules {
     }
 
     pub fn find(&self, name: &str) -> Option<&Rule> {
-        self.matcher.find(name).map(|i| &self.set.rules[i as usize])
+        self.matcher.find(name).map(|(r, _)| &self.set.rules[r as usize])
+    }
+
+    /// The rule and the very pattern that matched.
+    pub fn find_pattern(&self, name: &str) -> Option<(&Rule, &str)> {
+        let (r, p) = self.matcher.find(name)?;
+        let rule = &self.set.rules[r as usize];
+        Some((rule, &rule.patterns[p as usize]))
     }
 
     pub fn find_index(&self, name: &str) -> Option<u32> {
-        self.matcher.find(name)
+        self.matcher.find(name).map(|(r, _)| r)
     }
 
     pub fn rule(&self, i: u32) -> &Rule {

@@ -84,7 +84,8 @@ pub struct Rule {
     pub category: Category,
     #[serde(rename = "match")]
     pub kind: MatchKind,
-    pub pattern: String,
+    /// One name pattern (`pattern = "..."`) or many (`patterns = [...]`, e.g. an imported list).
+    pub patterns: Vec<String>,
     pub source: Vec<String>,
     pub confidence: String,
     pub note: String,

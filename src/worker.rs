@@ -510,14 +510,18 @@ impl Worker {
                     if versions.is_empty() {
                         versions.push(ch.legacy_version);
                     }
+                    // JA4 is filled in below, only for a name a rule matched.
                     let detail = TlsDetail {
                         versions,
                         alpn: ch.alpn.clone(),
                         ech: ch.ech,
-                        ja4: ch.ja4.clone(),
+                        ja4: String::new(),
                         records: ch.records,
                     };
-                    if let Some(o) = self.observe(m, m.ts_ns, m.src().0, sni, Detail::Tls(detail)) {
+                    if let Some(mut o) = self.observe(m, m.ts_ns, m.src().0, sni, Detail::Tls(detail)) {
+                        if let Detail::Tls(t) = &mut o.detail {
+                            t.ja4 = ch.ja4();
+                        }
                         self.observations.push(o);
                     }
                 }

@@ -32,9 +32,27 @@ pub struct ClientHello {
     /// The Encrypted Client Hello extension (0xfe0d) is present: the SNI is then the outer,
     /// public name.
     pub ech: bool,
-    pub ja4: String,
     /// TLS records the handshake message spanned.
     pub records: u16,
+    /// What JA4 is computed from (on demand: most ClientHellos match no rule).
+    ja4_parts: Ja4Parts,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Ja4Parts {
+    ciphers: Vec<u16>,
+    extensions: Vec<u16>,
+    sigalgs: Vec<u16>,
+    sni: bool,
+    first_alpn: Option<Vec<u8>>,
+}
+
+impl ClientHello {
+    /// JA4 (FoxIO) for TLS over TCP: `t13d1516h2_<ciphers>_<extensions>`.
+    pub fn ja4(&self) -> String {
+        let p = &self.ja4_parts;
+        ja4(self, &p.ciphers, &p.extensions, &p.sigalgs, p.sni, p.first_alpn.as_deref())
+    }
 }
 
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
@@ -69,8 +87,23 @@ fn is_grease(v: u16) -> bool {
     v & 0x0f0f == 0x0a0a && v >> 8 == v & 0xff
 }
 
-/// Concatenates handshake record payloads until the first handshake message is whole.
-fn handshake_message(stream: &[u8]) -> Result<(Vec<u8>, u16), TlsError> {
+/// The first handshake message, borrowed when one record holds it all (the usual case),
+/// else concatenated from the payloads of as many records as it spans.
+fn handshake_message(stream: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, u16), TlsError> {
+    if let (Some(h), Some(msg)) = (stream.get(..5), stream.get(5..9)) {
+        let rec_len = u16::from_be_bytes([h[3], h[4]]) as usize;
+        let msg_len = u32::from_be_bytes([0, msg[1], msg[2], msg[3]]) as usize;
+        if h[0] == 0x16 && h[1] == 3 && msg[0] == 1 && rec_len <= RECORD_MAX && 4 + msg_len <= rec_len {
+            if let Some(m) = stream.get(5..9 + msg_len) {
+                return Ok((std::borrow::Cow::Borrowed(m), 1));
+            }
+        }
+    }
+    let (hs, records) = concat_handshake(stream)?;
+    Ok((std::borrow::Cow::Owned(hs), records))
+}
+
+fn concat_handshake(stream: &[u8]) -> Result<(Vec<u8>, u16), TlsError> {
     let mut hs: Vec<u8> = Vec::new();
     let mut rest = stream;
     let mut records = 0u16;
@@ -133,8 +166,8 @@ pub fn parse_client_hello(stream: &[u8]) -> Result<ClientHello, TlsError> {
         supported_versions: Vec::new(),
         alpn: Vec::new(),
         ech: false,
-        ja4: String::new(),
         records,
+        ja4_parts: Ja4Parts::default(),
     };
     let mut ext_types: Vec<u16> = Vec::new();
     let mut sigalgs: Vec<u16> = Vec::new();
@@ -181,7 +214,7 @@ pub fn parse_client_hello(stream: &[u8]) -> Result<ClientHello, TlsError> {
             _ => {}
         }
     }
-    out.ja4 = ja4(&out, &ciphers, &ext_types, &sigalgs, sni_present, first_alpn.as_deref());
+    out.ja4_parts = Ja4Parts { ciphers, extensions: ext_types, sigalgs, sni: sni_present, first_alpn };
     Ok(out)
 }
 
@@ -197,7 +230,6 @@ fn hex_list(v: &[u16]) -> String {
     v.iter().map(|x| format!("{x:04x}")).collect::<Vec<_>>().join(",")
 }
 
-/// JA4 (FoxIO) for TLS over TCP: `t13d1516h2_<ciphers>_<extensions>`.
 fn ja4(ch: &ClientHello, ciphers: &[u16], exts: &[u16], sigalgs: &[u16], sni: bool, alpn: Option<&[u8]>) -> String {
     let version = ch.supported_versions.iter().copied().max().unwrap_or(ch.legacy_version);
     let v = match version {
@@ -249,15 +281,15 @@ mod tests {
         assert_eq!(ch.sni.as_deref(), Some("dnl-01.geo.kaspersky.com"));
         assert_eq!(ch.alpn, vec!["h2", "http/1.1"]);
         assert!(ch.supported_versions.contains(&0x0304));
-        assert!(ch.ja4.starts_with("t13d") && ch.ja4.contains("h2_"), "{}", ch.ja4);
+        assert!(ch.ja4().starts_with("t13d") && ch.ja4().contains("h2_"), "{}", ch.ja4());
         assert_eq!(ch.records, 1);
         let ch = parse_client_hello(TLS12).unwrap();
         assert_eq!(ch.sni.as_deref(), Some("s05.upd.kaspersky.com"));
-        assert!(ch.ja4.starts_with("t12d"), "{}", ch.ja4);
+        assert!(ch.ja4().starts_with("t12d"), "{}", ch.ja4());
         assert_eq!(parse_client_hello(CURL).unwrap().sni.as_deref(), Some("ds.kaspersky.com"));
         let ch = parse_client_hello(CHROME_PQ).unwrap();
         assert!(ch.sni.is_some() && ch.supported_versions.contains(&0x0304));
-        assert_eq!(ch.ja4.len(), 36, "{}", ch.ja4);
+        assert_eq!(ch.ja4().len(), 36, "{}", ch.ja4());
     }
 
     /// The same handshake message cut into 100-byte records, as `-max_send_frag` or a

@@ -93,10 +93,14 @@ fn handshake_message(stream: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, u16),
     if let (Some(h), Some(msg)) = (stream.get(..5), stream.get(5..9)) {
         let rec_len = u16::from_be_bytes([h[3], h[4]]) as usize;
         let msg_len = u32::from_be_bytes([0, msg[1], msg[2], msg[3]]) as usize;
-        if h[0] == 0x16 && h[1] == 3 && msg[0] == 1 && rec_len <= RECORD_MAX && 4 + msg_len <= rec_len {
-            if let Some(m) = stream.get(5..9 + msg_len) {
-                return Ok((std::borrow::Cow::Borrowed(m), 1));
-            }
+        if h[0] == 0x16
+            && h[1] == 3
+            && msg[0] == 1
+            && rec_len <= RECORD_MAX
+            && 4 + msg_len <= rec_len
+            && let Some(m) = stream.get(5..9 + msg_len)
+        {
+            return Ok((std::borrow::Cow::Borrowed(m), 1));
         }
     }
     let (hs, records) = concat_handshake(stream)?;

@@ -69,7 +69,7 @@ def main():
     os.makedirs(args.dir, exist_ok=True)
     tag = f"{args.packets}-s{args.seed}" + ("-dense" if args.dense else "")
     pcap = os.path.join(args.dir, f"bench-{tag}.pcap")
-    if not os.path.exists(pcap + ".truth.json"):
+    if not (os.path.exists(pcap) and os.path.exists(pcap + ".truth.json")):
         gen = [sys.executable, GEN, "--packets", str(args.packets), "--seed", str(args.seed), "--out", pcap]
         if args.dense:
             gen += ["--start", "2024-10-01T12:00:00", "--end", "2024-10-01T12:00:01"]

@@ -277,6 +277,9 @@ for f in dns-udp dns-tcp tls13 tls12 tls-split tcp-reorder http vlan ipv6 fragme
 done
 cp "$work/null-loop.pcap" "$work/raw-ip.pcap" "$work/bigendian.pcap" "$here/"
 cp "$work/multi-if.pcapng" "$work/demo.pcapng" "$here/"
+# The demo split at the cutoff, for the report merge test.
+editcap -B 2024-09-29T04:00:00Z "$here/demo.pcapng" "$here/demo-before-cutoff.pcapng"
+editcap -A 2024-09-29T04:00:00Z "$here/demo.pcapng" "$here/demo-after-cutoff.pcapng"
 gzip -9 -n -c "$work/mixed.pcap" > "$here/mixed.pcap.gz"
 python3 "$here/truth.py" "$here" > "$here/../tests/expected/captures.json"
 echo "captures written to $here"

@@ -12,7 +12,9 @@ use clap::{Args, Parser, Subcommand};
 use kavwatch::capture::expand_inputs;
 use kavwatch::host::{Verdict, aggregate};
 use kavwatch::output::events::write_events;
-use kavwatch::output::report::{self, ReportInput};
+use kavwatch::output::html::to_html;
+use kavwatch::output::merge::merge;
+use kavwatch::output::report::Report;
 use kavwatch::pipeline::{self, Options};
 use kavwatch::proto::name::normalize_name;
 use kavwatch::rules::load::{load, parse_instant};
@@ -37,6 +39,22 @@ enum Command {
     /// Check rules files and try names against them.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Work with JSON reports.
+    #[command(subcommand)]
+    Report(ReportCommand),
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Merge the JSON reports of several sensors or runs into one (hosts joined by VLAN + IP).
+    Merge {
+        /// JSON reports written by `analyze --report X.json`.
+        #[arg(required = true, value_name = "REPORT")]
+        reports: Vec<PathBuf>,
+        /// Output: JSON, or CSV / HTML when the name ends in .csv / .html (- for stdout).
+        #[arg(short, long, value_name = "OUT")]
+        output: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -62,9 +80,12 @@ struct AnalyzeArgs {
     /// Write one JSON line per observation to PATH (- for stdout).
     #[arg(long, value_name = "PATH")]
     events: Option<PathBuf>,
-    /// Write the host report to PATH: JSON, or CSV when PATH ends in .csv.
+    /// Write the host report to PATH: JSON, or CSV / HTML when PATH ends in .csv / .html.
     #[arg(long, value_name = "PATH")]
     report: Option<PathBuf>,
+    /// This sensor's name in reports [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    sensor_name: Option<String>,
     /// Exit with status 3 when any host is active after the cutoff.
     #[arg(long)]
     fail_on_active: bool,
@@ -98,6 +119,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Analyze(a) => analyze(a),
         Command::Rules(RulesCommand::Check { path }) => rules_check(path.as_deref()),
         Command::Rules(RulesCommand::Match { rules, names }) => rules_match(rules.rules.as_deref(), &names),
+        Command::Report(ReportCommand::Merge { reports, output }) => report_merge(&reports, &output),
     }
 }
 
@@ -144,6 +166,41 @@ fn create(path: &Path) -> Result<Box<dyn Write>> {
     Ok(Box::new(io::BufWriter::new(f)))
 }
 
+/// The report in the format its file name asks for.
+fn render(report: &Report, path: &Path) -> String {
+    match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+        Some("csv") => report.to_csv(),
+        Some("html") | Some("htm") => to_html(report),
+        _ => report.to_json(),
+    }
+}
+
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    let mut w = create(path)?;
+    w.write_all(text.as_bytes()).and_then(|_| w.flush()).with_context(|| format!("writing {}", path.display()))
+}
+
+fn report_merge(inputs: &[PathBuf], output: &Path) -> Result<ExitCode> {
+    let mut reports = Vec::new();
+    for p in inputs {
+        let text = fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+        let r: Report =
+            serde_json::from_str(&text).with_context(|| format!("{}: not a kavwatch JSON report", p.display()))?;
+        reports.push(r);
+    }
+    let merged = merge(reports)?;
+    write_file(output, &render(&merged, output))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn default_sensor_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "kavwatch".into())
+}
+
 fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     let rules = Arc::new(load_rules(a.rules.rules.as_deref())?);
     let cutoff_override = match &a.cutoff {
@@ -174,18 +231,13 @@ fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
         write_events(out, &analysis.observations, &rules, &input_names, cutoff_override).context("writing events")?;
     }
     drop(events_out);
-    let r = ReportInput { analysis: &analysis, hosts: &hosts, rules: &rules, cutoff_ns };
+    let sensor = a.sensor_name.clone().unwrap_or_else(default_sensor_name);
+    let report = Report::build(&analysis, &hosts, &rules, cutoff_ns, &sensor);
     if let Some(path) = &a.report {
-        let text = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
-            report::csv(&r)
-        } else {
-            report::json(&r)
-        };
-        let mut w = create(path)?;
-        w.write_all(text.as_bytes()).and_then(|_| w.flush()).with_context(|| format!("writing {}", path.display()))?;
+        write_file(path, &render(&report, path))?;
     }
     if !a.quiet {
-        let table = report::text(&r);
+        let table = report.to_text();
         // With events on stdout, the table goes to stderr so the JSON stays clean.
         if a.events.as_deref().is_some_and(|p| p.as_os_str() == "-")
             || a.report.as_deref().is_some_and(|p| p.as_os_str() == "-")

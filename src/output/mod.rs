@@ -2,6 +2,8 @@
 //! printable ASCII (see `proto::name`); each format adds only its own quoting.
 
 pub mod events;
+pub mod html;
+pub mod merge;
 pub mod report;
 
 use crate::decode::VlanTags;

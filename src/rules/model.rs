@@ -1,9 +1,9 @@
 //! What a rules file says: a vendor (with its cutoff) and its domain rules.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What kind of contact a name stands for; it decides the host's verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Category {
     Update,

@@ -354,9 +354,9 @@ pub fn to_html(r: &Report) -> String {
     for h in &r.hosts {
         host_row(&mut s, h, large);
     }
-    let _ = write!(
+    let _ = writeln!(
         s,
-        "</tbody></table><p class=\"muted\">Details list up to {} domains per host{}; the JSON report has them all. Hostname and MAC are not known to this version.</p><script>{JS}</script></body></html>\n",
+        "</tbody></table><p class=\"muted\">Details list up to {} domains per host{}; the JSON report has them all. Hostname and MAC are not known to this version.</p><script>{JS}</script></body></html>",
         if large { DOMAINS_SHOWN_LARGE } else { DOMAINS_SHOWN },
         if large { " (a large report: evidence samples left out)" } else { " and the latest observations" }
     );

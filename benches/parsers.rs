@@ -78,6 +78,7 @@ fn worker_flow(c: &mut Criterion, name: &str, segments: &[&[u8]]) {
                 key,
                 hash: key.hash64(),
                 reverse: false,
+                src_mac: None,
                 transport: Transport::Tcp { seq: 999, flags: TCP_SYN },
                 payload_mapped: false,
                 payload_start: 0,

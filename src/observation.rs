@@ -88,6 +88,8 @@ pub struct Observation {
     pub proto: u8,
     /// The client: DNS querier, ClientHello sender, HTTP requester.
     pub host: IpAddr,
+    /// The client's MAC address as its packet showed it (none for a response seen alone).
+    pub host_mac: Option<[u8; 6]>,
     pub domain: String,
     /// Index of the matching rule.
     pub rule: u32,

@@ -222,6 +222,7 @@ impl Reader {
             key,
             hash,
             reverse,
+            src_mac: d.src_mac,
             transport: d.transport,
             payload_mapped: false,
             payload_start: 0,

@@ -52,6 +52,8 @@ pub struct PacketMeta {
     pub hash: u64,
     /// The packet goes from `key.b` to `key.a`.
     pub reverse: bool,
+    /// The sender's MAC address, when the link layer has one.
+    pub src_mac: Option<[u8; 6]>,
     pub transport: Transport,
     /// Where the payload is: in the batch's mapped capture file, or in its byte arena.
     pub payload_mapped: bool,
@@ -238,6 +240,8 @@ impl Worker {
             dport: dst.1,
             proto: m.key.proto,
             host,
+            // The observed packet came from the client unless the client is its destination.
+            host_mac: if host == src.0 { m.src_mac } else { None },
             domain: name.to_string(),
             rule,
             detail,

@@ -169,3 +169,29 @@ fn rules_check_and_match() {
     let err = stderr(&o);
     assert!(err.contains(&format!("{bad}:8:")) && err.contains("`category`"), "{err}");
 }
+
+#[test]
+fn a_hosts_own_mac_but_not_a_routers() {
+    let d = tmpdir("mac");
+    // udp_frame sends every packet from 02:00:00:00:00:01.
+    let one = write(&d, "one.pcap", &pcap(1, &[kasp_query(AFTER_US, [10, 0, 0, 5], b"s01.upd.kaspersky.com")]));
+    let r = d.join("one.json");
+    assert!(run(&["analyze", "-q", &one, "--report", r.to_str().unwrap()]).status.success());
+    assert_eq!(json(&r)["hosts"][0]["mac"], "02:00:00:00:00:01");
+    let routed = write(
+        &d,
+        "routed.pcap",
+        &pcap(
+            1,
+            &[
+                kasp_query(AFTER_US, [10, 0, 0, 5], b"s01.upd.kaspersky.com"),
+                kasp_query(AFTER_US + 1, [10, 0, 0, 6], b"s01.upd.kaspersky.com"),
+            ],
+        ),
+    );
+    let r = d.join("routed.json");
+    assert!(run(&["analyze", "-q", &routed, "--report", r.to_str().unwrap()]).status.success());
+    for h in json(&r)["hosts"].as_array().unwrap() {
+        assert!(h.get("mac").is_none(), "one MAC for two addresses is a router's: {h}");
+    }
+}

@@ -64,6 +64,9 @@ pub struct Host {
     pub domains: BTreeMap<String, DomainStats>,
     /// Observations of names beyond [`MAX_DOMAINS_PER_HOST`].
     pub domains_dropped: u64,
+    /// The host's own MAC address: the one most of its packets came from, unless that MAC
+    /// also sends for other addresses (a router's, on a routed segment).
+    pub mac: Option<[u8; 6]>,
 }
 
 impl Host {
@@ -87,6 +90,21 @@ impl Host {
     }
 }
 
+fn own_mac(observations: &[Observation], key: &HostKey, macs: &BTreeMap<[u8; 6], BTreeSet<IpAddr>>) -> Option<[u8; 6]> {
+    let mut counts: BTreeMap<[u8; 6], u64> = BTreeMap::new();
+    for o in observations.iter().filter(|o| o.host == key.ip && o.vlan == key.vlan) {
+        if let Some(m) = o.host_mac.filter(|m| macs.get(m).is_some_and(|ips| ips.len() == 1)) {
+            *counts.entry(m).or_default() += 1;
+        }
+    }
+    counts.into_iter().max_by_key(|(m, n)| (*n, std::cmp::Reverse(*m))).map(|(m, _)| m)
+}
+
+/// `aa:bb:cc:dd:ee:ff`
+pub fn mac_text(m: &[u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
 /// The cutoff that applies to an observation: the override, else its vendor's.
 pub fn cutoff_for(rules: &Rules, o: &Observation, cutoff_override: Option<i64>) -> i64 {
     cutoff_override.unwrap_or_else(|| rules.set.vendors[rules.rule(o.rule).vendor].cutoff_ns)
@@ -96,6 +114,16 @@ pub fn cutoff_for(rules: &Rules, o: &Observation, cutoff_override: Option<i64>) 
 /// after the cutoff (latest first), then address.
 pub fn aggregate(observations: &[Observation], rules: &Rules, cutoff_override: Option<i64>) -> Vec<Host> {
     let mut hosts: BTreeMap<HostKey, Host> = BTreeMap::new();
+    // Which addresses each MAC sent for: a MAC sending for several is a router's.
+    let mut macs: BTreeMap<[u8; 6], BTreeSet<IpAddr>> = BTreeMap::new();
+    for o in observations {
+        if let Some(m) = o.host_mac {
+            let ips = macs.entry(m).or_default();
+            if ips.len() < 2 {
+                ips.insert(o.host);
+            }
+        }
+    }
     for o in observations {
         let key = HostKey { vlan: o.vlan, ip: o.host };
         let rule = rules.rule(o.rule);
@@ -109,6 +137,7 @@ pub fn aggregate(observations: &[Observation], rules: &Rules, cutoff_override: O
             categories: BTreeMap::new(),
             domains: BTreeMap::new(),
             domains_dropped: 0,
+            mac: None,
         });
         h.first_ns = h.first_ns.min(o.ts_ns);
         h.last_ns = h.last_ns.max(o.ts_ns);
@@ -142,6 +171,9 @@ pub fn aggregate(observations: &[Observation], rules: &Rules, cutoff_override: O
             }
             None => h.domains_dropped += 1,
         }
+    }
+    for (key, h) in hosts.iter_mut() {
+        h.mac = own_mac(observations, key, &macs);
     }
     let mut out: Vec<Host> = hosts.into_values().collect();
     out.sort_by(|a, b| {

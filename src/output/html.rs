@@ -206,9 +206,10 @@ fn host_row(s: &mut String, h: &HostRow, large: bool) {
     let top: Vec<String> = h.domains.iter().take(3).map(|d| format!("{} ({})", esc(&d.domain), d.count)).collect();
     let _ = write!(
         s,
-        "<td>{}</td><td>{}</td><td class=\"muted\">&mdash;</td><td class=\"muted\">&mdash;</td><td class=\"verdict {v}\">{v}</td><td>{}</td><td data-k=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td>",
+        "<td>{}</td><td>{}</td><td class=\"muted\">&mdash;</td><td>{}</td><td class=\"verdict {v}\">{v}</td><td>{}</td><td data-k=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td>",
         esc(&h.ip.to_string()),
         if vlan.is_empty() { "&ndash;".into() } else { esc(&vlan) },
+        h.mac.as_deref().map(esc).unwrap_or_else(|| "&ndash;".into()),
         cats.join(", "),
         esc(h.last_seen_after_cutoff.as_deref().unwrap_or("")),
         h.last_seen_after_cutoff.as_deref().map(|t| esc(&human(t))).unwrap_or_else(|| "&ndash;".into()),
@@ -356,7 +357,7 @@ pub fn to_html(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "</tbody></table><p class=\"muted\">Details list up to {} domains per host{}; the JSON report has them all. Hostname and MAC are not known to this version.</p><script>{JS}</script></body></html>",
+        "</tbody></table><p class=\"muted\">Details list up to {} domains per host{}; the JSON report has them all. Hostnames come with DHCP attribution, not in this version; a MAC is shown when the host's packets carry its own (not a router's).</p><script>{JS}</script></body></html>",
         if large { DOMAINS_SHOWN_LARGE } else { DOMAINS_SHOWN },
         if large { " (a large report: evidence samples left out)" } else { " and the latest observations" }
     );

@@ -58,6 +58,9 @@ pub struct HostRow {
     pub ip: IpAddr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<Vec<u16>>,
+    /// The host's own MAC address, when known (see `host::Host::mac`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
     pub verdict: String,
     pub first_seen: String,
     pub last_seen: String,
@@ -158,6 +161,7 @@ impl Report {
             .map(|h| HostRow {
                 ip: h.key.ip,
                 vlan: (!h.key.vlan.is_empty()).then(|| h.key.vlan.as_slice().to_vec()),
+                mac: h.mac.as_ref().map(crate::host::mac_text),
                 verdict: h.verdict().as_str().into(),
                 first_seen: rfc3339(h.first_ns),
                 last_seen: rfc3339(h.last_ns),
@@ -229,7 +233,7 @@ impl Report {
         for c in Category::ALL {
             let _ = write!(s, ",{}", c.as_str());
         }
-        s.push_str(",domains\n");
+        s.push_str(",domains,mac\n");
         for h in &self.hosts {
             let _ = write!(
                 s,
@@ -245,7 +249,7 @@ impl Report {
                 let _ = write!(s, ",{}", h.categories.get(&c).copied().unwrap_or(0));
             }
             let domains: Vec<String> = h.domains.iter().map(|d| format!("{} ({})", d.domain, d.count)).collect();
-            let _ = writeln!(s, ",{}", csv_cell(&domains.join("; ")));
+            let _ = writeln!(s, ",{},{}", csv_cell(&domains.join("; ")), h.mac.as_deref().unwrap_or(""));
         }
         s
     }

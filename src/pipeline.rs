@@ -161,7 +161,8 @@ struct Reader {
     stats: Stats,
     defrag: Defragmenter,
     dispatch: Dispatcher,
-    link_counts: BTreeMap<u32, u64>,
+    /// Packets per link type; a short list (captures have one or two), cheaper per packet than a map.
+    link_counts: Vec<(u32, u64)>,
     seq: u64,
     first_ts: Option<i64>,
     last_ts: Option<i64>,
@@ -173,7 +174,10 @@ impl Reader {
         let pos = Position { seq: self.seq, input, packet };
         self.stats.packets += 1;
         self.stats.bytes += p.orig_len as u64;
-        *self.link_counts.entry(p.linktype).or_default() += 1;
+        match self.link_counts.iter_mut().find(|(lt, _)| *lt == p.linktype) {
+            Some((_, n)) => *n += 1,
+            None => self.link_counts.push((p.linktype, 1)),
+        }
         self.first_ts = Some(self.first_ts.map_or(p.ts_ns, |t| t.min(p.ts_ns)));
         self.last_ts = Some(self.last_ts.map_or(p.ts_ns, |t| t.max(p.ts_ns)));
         if (p.data.len() as u32) < p.orig_len {
@@ -278,7 +282,7 @@ pub fn run(inputs: &[PathBuf], rules: Arc<Rules>, opts: &Options) -> Analysis {
         stats: Stats::default(),
         defrag: Defragmenter::default(),
         dispatch: Dispatcher { senders, free: free_rx, batches: (0..n).map(|_| Batch::default()).collect() },
-        link_counts: BTreeMap::new(),
+        link_counts: Vec::new(),
         seq: 0,
         first_ts: None,
         last_ts: None,

@@ -9,24 +9,29 @@ use std::process::Command;
 use common::*;
 use serde_json::Value;
 
-/// The page's DOM after its scripts ran, from headless Chromium.
+/// Headless Chromium as the project's machines run it: no sandbox (root), nothing in the
+/// background that would reach for the network, a fresh profile.
+fn chromium(profile: &str) -> Command {
+    let dir = tmpdir(profile);
+    let mut c = Command::new("chromium");
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        &format!("--user-data-dir={}", dir.display()),
+    ]);
+    c
+}
+
+/// The page's DOM after its scripts ran.
 fn dom(html: &Path) -> String {
-    let profile = tmpdir(&format!("chromium-{}", html.file_name().unwrap().to_string_lossy()));
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=5000",
-            &format!("--user-data-dir={}", profile.display()),
-            "--dump-dom",
-            &format!("file://{}", html.display()),
-        ])
+    let out = chromium(&format!("chromium-{}", html.file_name().unwrap().to_string_lossy()))
+        .args(["--virtual-time-budget=5000", "--dump-dom", &format!("file://{}", html.display())])
         .output()
         .expect("chromium (Debian package chromium) must be installed: .ci/run installs it");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -34,15 +39,8 @@ fn dom(html: &Path) -> String {
 }
 
 fn screenshot(html: &Path, png: &Path) {
-    let profile = tmpdir("chromium-shot");
-    let ok = Command::new("chromium")
+    let ok = chromium("chromium-shot")
         .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            &format!("--user-data-dir={}", profile.display()),
             "--window-size=1400,1100",
             &format!("--screenshot={}", png.display()),
             &format!("file://{}", html.display()),

@@ -293,6 +293,8 @@ mod tests {
         assert_eq!(parse_client_hello(CURL).unwrap().sni.as_deref(), Some("ds.kaspersky.com"));
         let ch = parse_client_hello(CHROME_PQ).unwrap();
         assert!(ch.sni.is_some() && ch.supported_versions.contains(&0x0304));
+        assert!(ch.ech, "Chrome sends an ECH (GREASE) extension");
+        assert!(!parse_client_hello(TLS12).unwrap().ech);
         assert_eq!(ch.ja4().len(), 36, "{}", ch.ja4());
     }
 

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use thiserror::Error;
@@ -145,14 +146,14 @@ pub fn parse_into(set: &mut RuleSet, file: &str, text: &str) -> Result<(), Rules
             (Some(p), None, None) => {
                 check_pattern(p.get_ref(), kind)
                     .map_err(|m| err(p.span().start, format!("rule {id:?}: field `pattern`: {m}")))?;
-                vec![p.into_inner()]
+                vec![Arc::from(p.into_inner())]
             }
             (None, Some(ps), None) if !ps.get_ref().is_empty() => {
                 for p in ps.get_ref() {
                     check_pattern(p, kind)
                         .map_err(|m| err(ps.span().start, format!("rule {id:?}: field `patterns`: {m}")))?;
                 }
-                ps.into_inner()
+                ps.into_inner().into_iter().map(Arc::from).collect()
             }
             (None, None, Some(f)) => read_patterns_file(file, f.get_ref(), kind).map_err(|e| match e {
                 RulesError::Io { file: f2, source } => {
@@ -185,7 +186,7 @@ pub fn parse_into(set: &mut RuleSet, file: &str, text: &str) -> Result<(), Rules
 
 /// Names from a text file, one per line; blank lines and `#` comments skipped. Errors name
 /// that file and line.
-fn read_patterns_file(rules_file: &str, rel: &str, kind: MatchKind) -> Result<Vec<String>, RulesError> {
+fn read_patterns_file(rules_file: &str, rel: &str, kind: MatchKind) -> Result<Vec<Arc<str>>, RulesError> {
     let base = Path::new(rules_file).parent().unwrap_or(Path::new("."));
     let path = base.join(rel);
     let name = path.display().to_string();
@@ -197,7 +198,7 @@ fn read_patterns_file(rules_file: &str, rel: &str, kind: MatchKind) -> Result<Ve
             continue;
         }
         check_pattern(p, kind).map_err(|msg| RulesError::Invalid { file: name.clone(), line: n + 1, msg })?;
-        out.push(p.to_string());
+        out.push(Arc::from(p));
     }
     if out.is_empty() {
         return Err(RulesError::Invalid { file: name, line: 1, msg: "no names in this file".into() });
@@ -264,7 +265,7 @@ mod tests {
             "[[rule]]\nid = \"list\"\ncategory = \"other\"\nmatch = \"suffix\"\npatterns = [\"a.test\", \"b.test\"]\n",
         )
         .unwrap();
-        assert_eq!(set.rules[0].patterns, vec!["a.test", "b.test"]);
+        assert_eq!(set.rules[0].patterns, vec![Arc::from("a.test"), Arc::from("b.test")]);
         let rules = crate::rules::matcher::Rules::new(set);
         assert_eq!(rules.find_pattern("x.b.test").map(|(r, p)| (r.id.as_str(), p)), Some(("list", "b.test")));
         let e = parse(

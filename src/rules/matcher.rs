@@ -1,6 +1,8 @@
 //! Name matching by hashed label suffixes: a name with L labels costs L hash look-ups,
 //! whatever the number of rules.
 
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap;
 
 use super::model::{MatchKind, Rule, RuleSet};
@@ -23,8 +25,8 @@ struct Entry {
 
 pub struct Matcher {
     /// Pattern text -> index into `entries`.
-    exact: FxHashMap<String, u32>,
-    suffix: FxHashMap<String, u32>,
+    exact: FxHashMap<Arc<str>, u32>,
+    suffix: FxHashMap<Arc<str>, u32>,
     glob: FxHashMap<String, Vec<Glob>>,
     entries: Vec<Entry>,
 }
@@ -76,10 +78,10 @@ impl Matcher {
                 // A later duplicate pattern of the same kind never wins; the first one stays.
                 match (r.kind, is_glob) {
                     (MatchKind::Exact, _) | (MatchKind::Glob, false) => {
-                        m.exact.entry(pattern.clone()).or_insert(e);
+                        m.exact.entry(Arc::clone(pattern)).or_insert(e);
                     }
                     (MatchKind::Suffix, _) => {
-                        m.suffix.entry(pattern.clone()).or_insert(e);
+                        m.suffix.entry(Arc::clone(pattern)).or_insert(e);
                     }
                     (MatchKind::Glob, true) => {
                         let labels: Vec<&str> = pattern.split('.').collect();

@@ -1,5 +1,7 @@
 //! What a rules file says: a vendor (with its cutoff) and its domain rules.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// What kind of contact a name stands for; it decides the host's verdict.
@@ -85,7 +87,8 @@ pub struct Rule {
     #[serde(rename = "match")]
     pub kind: MatchKind,
     /// One name pattern (`pattern = "..."`) or many (`patterns = [...]`, e.g. an imported list).
-    pub patterns: Vec<String>,
+    /// Shared with the matcher's index, so a list of 100,000 names is held once.
+    pub patterns: Vec<Arc<str>>,
     pub source: Vec<String>,
     pub confidence: String,
     pub note: String,

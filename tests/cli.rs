@@ -195,3 +195,25 @@ fn a_hosts_own_mac_but_not_a_routers() {
         assert!(h.get("mac").is_none(), "one MAC for two addresses is a router's: {h}");
     }
 }
+
+#[test]
+fn progress_on_a_terminal_and_quiet_silences_it() {
+    // `script` (util-linux) runs kavwatch on a pseudo-terminal, as a person would.
+    let d = tmpdir("progress");
+    let path = write(&d, "p.pcap", &pcap(1, &[kasp_query(AFTER_US, [10, 0, 0, 5], b"s01.upd.kaspersky.com")]));
+    let on_tty = |extra: &str| {
+        let cmd = format!("{} analyze {path} {extra} > /dev/null", env!("CARGO_BIN_EXE_kavwatch"));
+        let o = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .output()
+            .expect("script (util-linux)");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let shown = on_tty("");
+    assert!(shown.contains("100.0%") && shown.contains("1 packets"), "{shown:?}");
+    assert!(!on_tty("-q").contains('%'), "--quiet: no progress");
+    // Not a terminal: no progress line in a log file.
+    let o = run(&["analyze", &path]);
+    assert!(!stderr(&o).contains('%'));
+}

@@ -596,3 +596,90 @@ impl Worker {
         self.put_stream(&m.key, dir, stream, before);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{IPPROTO_TCP, IPPROTO_UDP, VlanTags};
+    use crate::rules::load::load;
+
+    fn worker() -> Worker {
+        Worker::new(Arc::new(Rules::new(load(None).unwrap())), Limits::default())
+    }
+
+    fn meta(proto: u8, reverse: bool, transport: Transport) -> PacketMeta {
+        let (key, _) = FlowKey::new(
+            VlanTags::default(),
+            ("10.0.0.5".parse().unwrap(), 40000),
+            ("10.0.0.53".parse().unwrap(), 53),
+            proto,
+        );
+        PacketMeta {
+            ts_ns: 1,
+            clock_ns: 1,
+            pos: Position::default(),
+            key,
+            hash: key.hash64(),
+            reverse,
+            src_mac: None,
+            transport,
+            payload_mapped: false,
+            payload_start: 0,
+            payload_len: 0,
+        }
+    }
+
+    fn query(id: u16, name: &str, response: bool) -> Vec<u8> {
+        let mut m = id.to_be_bytes().to_vec();
+        m.extend_from_slice(&[if response { 0x81 } else { 0x01 }, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        for l in name.split('.') {
+            m.push(l.len() as u8);
+            m.extend_from_slice(l.as_bytes());
+        }
+        m.extend_from_slice(&[0, 0, 1, 0, 1]);
+        m
+    }
+
+    #[test]
+    fn dns_over_tcp_split_and_batched_messages() {
+        let mut w = worker();
+        let (a, b) = (query(1, "s01.upd.kaspersky.com", false), query(2, "s02.upd.kaspersky.com", false));
+        let mut stream = Vec::new();
+        for m in [&a, &b] {
+            stream.extend_from_slice(&(m.len() as u16).to_be_bytes());
+            stream.extend_from_slice(m);
+        }
+        // First message cut across two segments; the second segment also carries all of the second.
+        let cut = 10;
+        w.process(&meta(IPPROTO_TCP, false, Transport::Tcp { seq: 99, flags: TCP_SYN }), &[]);
+        w.process(&meta(IPPROTO_TCP, false, Transport::Tcp { seq: 100, flags: TCP_ACK }), &stream[..cut]);
+        assert_eq!(w.stats.dns_messages, 0, "half a message waits");
+        w.process(&meta(IPPROTO_TCP, false, Transport::Tcp { seq: 100 + cut as u32, flags: TCP_ACK }), &stream[cut..]);
+        w.finish();
+        assert_eq!(w.stats.dns_messages, 2);
+        let names: Vec<_> = w.observations.iter().map(|o| o.domain.as_str()).collect();
+        assert_eq!(names, ["s01.upd.kaspersky.com", "s02.upd.kaspersky.com"]);
+        assert!(w.observations.iter().all(|o| o.host.to_string() == "10.0.0.5"));
+    }
+
+    #[test]
+    fn a_response_without_its_query_names_its_destination() {
+        let mut w = worker();
+        // The response travels server -> client: the packet's destination is the client.
+        w.process(&meta(IPPROTO_UDP, true, Transport::Udp), &query(9, "dnl-01.geo.kaspersky.com", true));
+        w.finish();
+        let o = &w.observations[0];
+        assert_eq!(o.host.to_string(), "10.0.0.5");
+        assert!(matches!(&o.detail, Detail::Dns(d) if d.response_only && d.rcode == Some(0)));
+    }
+
+    #[test]
+    fn query_and_response_make_one_event() {
+        let mut w = worker();
+        w.process(&meta(IPPROTO_UDP, false, Transport::Udp), &query(7, "s05.upd.kaspersky.com", false));
+        w.process(&meta(IPPROTO_UDP, true, Transport::Udp), &query(7, "s05.upd.kaspersky.com", true));
+        w.finish();
+        assert_eq!(w.observations.len(), 1);
+        assert!(matches!(&w.observations[0].detail, Detail::Dns(d) if !d.response_only && d.rcode == Some(0)));
+    }
+}

@@ -217,3 +217,20 @@ fn progress_on_a_terminal_and_quiet_silences_it() {
     let o = run(&["analyze", &path]);
     assert!(!stderr(&o).contains('%'));
 }
+
+#[test]
+fn snaplen_cut_packets_are_counted_and_read_as_far_as_they_go() {
+    let d = tmpdir("snaplen");
+    let frame = udp_frame([10, 0, 0, 5], [10, 0, 0, 53], 40000, 53, &dns_query(7, b"s01.upd.kaspersky.com", 1));
+    let mut bytes = pcap(1, &[(AFTER_US, frame[..60].to_vec()), (AFTER_US + 1, frame.clone())]);
+    // The first record says the packet was longer than what was captured (snap length 60).
+    bytes[24 + 12..24 + 16].copy_from_slice(&(frame.len() as u32).to_le_bytes());
+    let path = write(&d, "cut.pcap", &bytes);
+    let r = d.join("r.json");
+    let o = run(&["analyze", "-q", &path, "--report", r.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r = json(&r);
+    assert_eq!(r["stats"]["truncated"], 1);
+    assert_eq!(r["stats"]["dns_malformed"], 1, "the cut query is not a whole DNS message");
+    assert_eq!(r["hosts"][0]["categories"]["update"], 1, "the whole one is read");
+}

@@ -17,6 +17,9 @@ use super::{Fragment, VlanTags};
 pub const MAX_DATAGRAMS: usize = 4096;
 /// Bytes held by datagrams in progress.
 pub const MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Fragments per datagram: 64 KiB in 1480-byte pieces is 45; thousands of tiny crafted ones
+/// would make each addition slower (the buffer merges its list of pieces).
+pub const MAX_FRAGMENTS: u16 = 64;
 /// A datagram whose first fragment is older than this (capture time) is dropped.
 pub const TIMEOUT_NS: i64 = 30_000_000_000;
 
@@ -42,6 +45,7 @@ struct Key {
 struct Pending {
     buf: IpDefragBuf,
     first_ts: i64,
+    pieces: u16,
 }
 
 #[derive(Default)]
@@ -66,7 +70,14 @@ impl Defragmenter {
         let entry = self.table.entry(key).or_insert_with(|| Pending {
             buf: IpDefragBuf::new(IpNumber(f.proto), Vec::new(), Vec::new()),
             first_ts: ts,
+            pieces: 0,
         });
+        entry.pieces += 1;
+        if entry.pieces > MAX_FRAGMENTS {
+            self.stats.invalid += 1;
+            self.remove(&key);
+            return None;
+        }
         let before = entry.buf.data().capacity();
         let offset = IpFragOffset::try_new(f.offset).unwrap_or(IpFragOffset::ZERO);
         let ok = entry.buf.add(offset, f.more, f.payload).is_ok();
@@ -147,6 +158,16 @@ mod tests {
         assert_eq!(d.add(&frag(1, 0, true, b"abcdefgh"), 1).unwrap(), b"abcdefghijkl");
         assert_eq!(d.stats.reassembled, 1);
         assert_eq!(d.bytes, 0);
+    }
+
+    #[test]
+    fn too_many_pieces_drop_the_datagram() {
+        let mut d = Defragmenter::default();
+        for i in 0..=MAX_FRAGMENTS {
+            assert!(d.add(&frag(7, i * 2, true, b"12345678"), 0).is_none());
+        }
+        assert_eq!(d.stats.invalid, 1);
+        assert!(d.table.is_empty() && d.bytes == 0);
     }
 
     #[test]

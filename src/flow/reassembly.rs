@@ -4,6 +4,10 @@
 //! Handles out-of-order segments, retransmissions, overlaps (first copy wins) and a missing
 //! SYN (the stream then starts at the lowest sequence number seen before anything is read).
 
+/// Out-of-order segments held per stream. Real streams need a handful; a crafted one of many
+/// tiny segments would otherwise cost far more memory than its bytes, and time on every arrival.
+pub const MAX_PENDING_SEGMENTS: usize = 64;
+
 /// Outcome of adding a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Added {
@@ -63,6 +67,9 @@ impl Stream {
         }
         let mut off = seq_diff(seq, self.base);
         if off < 0 && !self.anchored && -off <= cap as i64 {
+            if self.pending.len() >= MAX_PENDING_SEGMENTS {
+                return Added::Overflow;
+            }
             // No SYN and an earlier segment turns up: move the start back to it.
             let old = std::mem::take(&mut self.data);
             if !old.is_empty() {
@@ -89,6 +96,9 @@ impl Stream {
         if off > self.data.len() {
             if self.pending.iter().any(|(s, p)| *s == seq && p.len() >= payload.len()) {
                 return Added::Duplicate;
+            }
+            if self.pending.len() >= MAX_PENDING_SEGMENTS {
+                return Added::Overflow;
             }
             self.pending_bytes += payload.len();
             self.pending.push((self.base.wrapping_add(off as u32), payload.to_vec()));
@@ -177,6 +187,24 @@ mod tests {
         assert_eq!(s.add(1006, b"ghij", 64), Added::Stored);
         assert_eq!(s.data(), b"abcdefghij");
         assert_eq!(s.add(1000, &[b'x'; 100], 64), Added::Overflow);
+    }
+
+    #[test]
+    fn many_tiny_out_of_order_segments_are_refused() {
+        let mut s = Stream::default();
+        s.anchor(0);
+        for i in 0..MAX_PENDING_SEGMENTS as u32 {
+            assert_eq!(s.add(2 + 2 * i, b"x", 16 * 1024), Added::Stored);
+        }
+        assert_eq!(s.add(1000, b"x", 16 * 1024), Added::Overflow);
+        // Filling the hole still drains what was held.
+        assert_eq!(s.add(0, b"ab", 16 * 1024), Added::Stored);
+        assert_eq!(&s.data()[..3], b"abx");
+        // Without a SYN, segments ever further back cannot pile up either.
+        let mut s = Stream::default();
+        let refused =
+            (0..200u32).map(|i| s.add(10_000 - 2 * i, b"y", 16 * 1024)).filter(|a| *a == Added::Overflow).count();
+        assert!(refused > 0 && s.held() < 4096, "{refused} refused, {} held", s.held());
     }
 
     #[test]

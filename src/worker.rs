@@ -268,14 +268,7 @@ impl Worker {
                 return;
             }
             if self.dns_pending.len() >= DNS_PENDING_MAX && !self.dns_pending.contains_key(&key) {
-                // Full: let the oldest query go out unanswered rather than grow.
-                if let Some(k) =
-                    self.dns_pending.iter().min_by_key(|(_, v)| v.first().map(|o| o.sort_key())).map(|(k, _)| *k)
-                {
-                    let mut old = self.dns_pending.remove(&k).unwrap_or_default();
-                    self.observations.append(&mut old);
-                    self.stats.dns_unanswered_evicted += 1;
-                }
+                self.evict_older_pending();
             }
             // A retransmitted query with the same id: the earlier one goes out unanswered.
             if let Some(mut old) = self.dns_pending.insert(key, found) {
@@ -322,6 +315,20 @@ impl Worker {
             };
             if let Some(o) = self.observe(m, ts_ns, m.dst().0, &q.name, Detail::Dns(detail)) {
                 self.observations.push(o);
+            }
+        }
+    }
+
+    /// Full: the older half of the waiting queries go out unanswered, in one sort (a flood of
+    /// unanswered queries must not cost a scan per packet).
+    fn evict_older_pending(&mut self) {
+        let mut by_age: Vec<_> =
+            self.dns_pending.iter().map(|(k, v)| (v.first().map(|o| o.sort_key()).unwrap_or_default(), *k)).collect();
+        by_age.sort_unstable_by_key(|(age, _)| *age);
+        for (_, k) in by_age.iter().take(by_age.len().div_ceil(2)) {
+            if let Some(mut old) = self.dns_pending.remove(k) {
+                self.observations.append(&mut old);
+                self.stats.dns_unanswered_evicted += 1;
             }
         }
     }
@@ -671,6 +678,21 @@ mod tests {
         let o = &w.observations[0];
         assert_eq!(o.host.to_string(), "10.0.0.5");
         assert!(matches!(&o.detail, Detail::Dns(d) if d.response_only && d.rcode == Some(0)));
+    }
+
+    #[test]
+    fn a_flood_of_unanswered_queries_stays_bounded_and_loses_nothing() {
+        let mut w = worker();
+        let n = DNS_PENDING_MAX + 1000;
+        for i in 0..n {
+            let mut m = meta(IPPROTO_UDP, false, Transport::Udp);
+            m.key.a.1 = (i % 60000) as u16; // many client ports
+            w.process(&m, &query(i as u16, "s01.upd.kaspersky.com", false));
+            assert!(w.dns_pending.len() <= DNS_PENDING_MAX);
+        }
+        w.finish();
+        assert_eq!(w.observations.len(), n, "every query is still an event");
+        assert!(w.stats.dns_unanswered_evicted > 0);
     }
 
     #[test]

@@ -9,12 +9,17 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
+use kavwatch::alert::deliver::{Delivery, DeliveryConfig};
+use kavwatch::alert::engine::{AlertEngine, EngineConfig};
+use kavwatch::alert::format::Format;
+use kavwatch::alert::{AlertStats, alert_observations};
 use kavwatch::capture::expand_inputs;
-use kavwatch::host::{Verdict, aggregate};
+use kavwatch::host::{HostTable, Verdict};
+use kavwatch::live::{Control, Engine, LiveOptions, LiveOutputs, open_sources};
 use kavwatch::output::events::write_events;
 use kavwatch::output::html::to_html;
 use kavwatch::output::merge::merge;
-use kavwatch::output::report::Report;
+use kavwatch::output::report::{Report, RunInfo};
 use kavwatch::pipeline::{self, Options};
 use kavwatch::proto::name::normalize_name;
 use kavwatch::rules::load::{load, parse_instant};
@@ -36,6 +41,8 @@ struct Cli {
 enum Command {
     /// Analyse pcap / pcapng files (or directories of them, or - for stdin) and report per host.
     Analyze(AnalyzeArgs),
+    /// Capture live from interfaces (a SPAN/mirror port or TAP) until SIGINT/SIGTERM.
+    Live(LiveArgs),
     /// Check rules files and try names against them.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -95,6 +102,123 @@ struct AnalyzeArgs {
     /// Most TCP flows tracked at once, over all workers.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_flows)]
     max_flows: usize,
+    #[command(flatten)]
+    alerts: AlertArgs,
+}
+
+#[derive(Args, Clone)]
+#[command(next_help_heading = "Alerts")]
+struct AlertArgs {
+    /// Send alerts to a collector: syslog+udp://HOST:PORT, syslog+tcp://HOST:PORT,
+    /// syslog+tls://HOST:PORT or file:PATH (repeatable).
+    #[arg(long = "alert", value_name = "URL")]
+    urls: Vec<String>,
+    /// Alert record format (inside syslog messages, or one per line in files).
+    #[arg(long, value_name = "FORMAT", default_value = "json", value_parser = ["json", "cef", "ecs"])]
+    alert_format: String,
+    /// At most one alert per host and category in this time (e.g. 3600, 90s, 30m, 1h, 1d).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    alert_interval: std::time::Duration,
+    /// Also alert on contacts before the cutoff and on excluded or other services.
+    #[arg(long)]
+    alert_all: bool,
+    /// PEM file of the CA that signed the syslog+tls collector's certificate [default: the system's CAs].
+    #[arg(long, value_name = "FILE")]
+    alert_ca: Option<PathBuf>,
+    /// Syslog facility number (0-23) [default: 4, security/authorization].
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u8).range(0..=23))]
+    syslog_facility: u8,
+    /// Where alerts wait while a collector is down [default: STATE_DIR/spool].
+    #[arg(long, value_name = "DIR")]
+    spool_dir: Option<PathBuf>,
+    /// Spool bound per destination; past it the oldest alerts are dropped (and counted).
+    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
+    spool_max_bytes: u64,
+    /// kavwatch's state directory [default: $STATE_DIRECTORY, else /var/lib/kavwatch as root, else ~/.local/state/kavwatch].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// file: destinations are rotated past this size (PATH.1 ... PATH.5).
+    #[arg(long, value_name = "BYTES", default_value_t = 100 << 20)]
+    alert_file_max_bytes: u64,
+    /// At the end of a run, how long to keep trying an unreachable collector before leaving alerts in the spool.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    alert_drain_timeout: std::time::Duration,
+}
+
+/// `90`, `90s`, `30m`, `1h`, `1d`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration (e.g. 90s, 30m, 1h)"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
+    };
+    n.checked_mul(mult).map(std::time::Duration::from_secs).ok_or_else(|| format!("{s:?} is too long"))
+}
+
+#[derive(Args)]
+struct LiveArgs {
+    /// Interface to capture on (repeatable).
+    #[arg(short = 'i', long = "interface", value_name = "IFACE", required = true)]
+    interfaces: Vec<String>,
+    /// Capture filter in tcpdump syntax, applied in the kernel.
+    #[arg(long, value_name = "EXPR")]
+    bpf: Option<String>,
+    /// Worker threads [default: available cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: Option<u16>,
+    /// Capture engine: AF_PACKET rings with fanout (Linux), or libpcap.
+    #[arg(long, value_name = "ENGINE", default_value = "afpacket", value_parser = ["afpacket", "pcap"])]
+    engine: String,
+    /// Bytes kept of each packet.
+    #[arg(long, value_name = "N", default_value_t = 65535)]
+    snaplen: u32,
+    /// Do not put the interfaces in promiscuous mode.
+    #[arg(long)]
+    no_promisc: bool,
+    /// AF_PACKET ring per worker: block size in bytes (a multiple of the page size).
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
+    ring_block_size: u32,
+    /// AF_PACKET ring per worker: number of blocks.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    ring_blocks: u32,
+    #[command(flatten)]
+    rules: RulesArg,
+    /// Override the rules' cutoff instant (RFC 3339).
+    #[arg(long, value_name = "RFC3339")]
+    cutoff: Option<String>,
+    /// Write one JSON line per observation to PATH as they happen (- for stdout).
+    #[arg(long, value_name = "PATH")]
+    events: Option<PathBuf>,
+    /// Rewrite the host report at PATH (JSON, or CSV / HTML by extension) atomically, every
+    /// --report-interval and at exit.
+    #[arg(long, value_name = "PATH")]
+    report: Option<PathBuf>,
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    report_interval: std::time::Duration,
+    /// A statistics line on stderr this often.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    stats_interval: std::time::Duration,
+    /// Stop after this long (as SIGTERM would).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    duration: Option<std::time::Duration>,
+    /// Drop root to this user once the capture sockets are open.
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// This sensor's name in reports and alerts [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    sensor_name: Option<String>,
+    /// Most TCP flows tracked at once, over all workers.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_flows)]
+    max_flows: usize,
+    /// Most hosts kept; past it the longest-quiet half is forgotten (counted in stats.hosts_evicted).
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    max_hosts: usize,
+    #[command(flatten)]
+    alerts: AlertArgs,
 }
 
 #[derive(Subcommand)]
@@ -117,6 +241,7 @@ pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Analyze(a) => analyze(a),
+        Command::Live(a) => live(a),
         Command::Rules(RulesCommand::Check { path }) => rules_check(path.as_deref()),
         Command::Rules(RulesCommand::Match { rules, names }) => rules_match(rules.rules.as_deref(), &names),
         Command::Report(ReportCommand::Merge { reports, output }) => report_merge(&reports, &output),
@@ -180,6 +305,122 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
     w.write_all(text.as_bytes()).and_then(|_| w.flush()).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Writes next to the target, then renames: a reader never sees half a report.
+fn write_atomic(path: &Path, text: &str) -> Result<(), String> {
+    if path.as_os_str() == "-" {
+        return Ok(());
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp.{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    fs::write(&tmp, text)
+        .and_then(|_| fs::rename(&tmp, path))
+        .map_err(|e| format!("writing report {}: {e}", path.display()))
+}
+
+/// Drops root for NAME (its uid, gid, no supplementary groups).
+fn drop_privileges(name: &str) -> Result<()> {
+    let cname = std::ffi::CString::new(name).context("--user: bad name")?;
+    // SAFETY: getpwnam returns null or a pointer to a static record we read at once.
+    let pw = unsafe { libc::getpwnam(cname.as_ptr()) };
+    if pw.is_null() {
+        bail!("--user {name}: no such user");
+    }
+    // SAFETY: pw is non-null (checked above).
+    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    // SAFETY: plain system calls on integers; order matters (groups and gid before uid).
+    let ok = unsafe { libc::setgroups(0, std::ptr::null()) == 0 && libc::setgid(gid) == 0 && libc::setuid(uid) == 0 };
+    if !ok {
+        bail!("--user {name}: cannot switch user: {}", io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn live(a: LiveArgs) -> Result<ExitCode> {
+    let control = Control::default();
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, control.stop.clone()).context("installing signal handlers")?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, control.reload.clone())
+        .context("installing signal handlers")?;
+    let rules = Arc::new(load_rules(a.rules.rules.as_deref())?);
+    let cutoff_override = parse_cutoff(a.cutoff.as_deref())?;
+    let sensor = a.sensor_name.clone().unwrap_or_else(default_sensor_name);
+    let workers =
+        a.workers.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let opts = LiveOptions {
+        interfaces: a.interfaces.clone(),
+        engine: if a.engine == "pcap" { Engine::Pcap } else { Engine::AfPacket },
+        bpf: a.bpf.clone(),
+        workers,
+        snaplen: a.snaplen,
+        promisc: !a.no_promisc,
+        ring_block_size: a.ring_block_size,
+        ring_blocks: a.ring_blocks,
+        limits: Limits { max_flows: a.max_flows.max(1024), ..Limits::default() },
+        max_hosts: a.max_hosts,
+        cutoff_override,
+        cutoff_ns: cutoff_override.unwrap_or(rules.set.vendors[0].cutoff_ns),
+        sensor: sensor.clone(),
+        stats_interval: a.stats_interval.max(std::time::Duration::from_secs(1)),
+        report_interval: a.report_interval.max(std::time::Duration::from_secs(1)),
+        duration: a.duration,
+    };
+    let events = a.events.as_deref().map(create).transpose()?;
+    let delivery = start_alerts(&a.alerts, &sensor)?;
+    let sources = open_sources(&opts)?;
+    if let Some(user) = &a.user {
+        drop_privileges(user)?;
+    }
+    let engine = delivery.map(|d| {
+        let e = AlertEngine::new(EngineConfig {
+            interval_ns: a.alerts.alert_interval.as_nanos().min(i64::MAX as u128) as i64,
+            alert_all: a.alerts.alert_all,
+            sensor: sensor.clone(),
+            cutoff_override,
+        });
+        (e, d)
+    });
+    let report_path = a.report.clone();
+    let write_report = |r: &Report| -> Result<(), String> {
+        match &report_path {
+            Some(p) => write_atomic(p, &render(r, p)),
+            None => Ok(()),
+        }
+    };
+    let rules_path = a.rules.rules.clone();
+    let reload = || -> Result<Rules, String> {
+        let p = rules_path.as_deref().expect("reload is offered only with --rules");
+        load(Some(p)).map(Rules::new).map_err(|e| format!("{e:#}"))
+    };
+    let out = LiveOutputs {
+        events,
+        write_report: Some(&write_report),
+        alerts: engine,
+        reload: rules_path.is_some().then_some(&reload as &dyn Fn() -> Result<Rules, String>),
+    };
+    eprintln!(
+        "kavwatch: live on {} ({} engine, {} workers){}",
+        a.interfaces.join(", "),
+        opts.engine.as_str(),
+        workers,
+        a.bpf.as_deref().map(|b| format!(", filter {b:?}")).unwrap_or_default()
+    );
+    let report = kavwatch::live::run(sources, rules, &opts, out, &control).map_err(anyhow::Error::msg)?;
+    if a.report.as_deref().is_some_and(|p| p.as_os_str() == "-") {
+        print!("{}", report.to_json());
+    }
+    if let Some(dests) = report.stats.get("alerts").and_then(|a| a.get("destinations")).and_then(|d| d.as_object()) {
+        for (url, d) in dests {
+            let (waiting, dropped) = (d["waiting"].as_u64().unwrap_or(0), d["dropped"].as_u64().unwrap_or(0));
+            if waiting > 0 || dropped > 0 {
+                eprintln!("kavwatch: alerts to {url}: {waiting} waiting in the spool, {dropped} dropped");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn report_merge(inputs: &[PathBuf], output: &Path) -> Result<ExitCode> {
     let mut reports = Vec::new();
     for p in inputs {
@@ -201,15 +442,57 @@ fn default_sensor_name() -> String {
         .unwrap_or_else(|| "kavwatch".into())
 }
 
+/// `$STATE_DIRECTORY` (systemd), else /var/lib/kavwatch as root, else the XDG state directory.
+fn default_state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+        // systemd may list several, separated by ':'.
+        let first = d.to_string_lossy().split(':').next().unwrap_or_default().to_string();
+        return PathBuf::from(first);
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/kavwatch");
+    }
+    match (std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME")) {
+        (Some(x), _) if !x.is_empty() => PathBuf::from(x).join("kavwatch"),
+        (_, Some(h)) => PathBuf::from(h).join(".local/state/kavwatch"),
+        _ => PathBuf::from(".kavwatch-state"),
+    }
+}
+
+/// Checks and starts the alert destinations (before any packet is read, so mistakes show at once).
+fn start_alerts(a: &AlertArgs, sensor: &str) -> Result<Option<Delivery>> {
+    if a.urls.is_empty() {
+        return Ok(None);
+    }
+    let format: Format = a.alert_format.parse().map_err(anyhow::Error::msg)?;
+    let spool_dir =
+        a.spool_dir.clone().unwrap_or_else(|| a.state_dir.clone().unwrap_or_else(default_state_dir).join("spool"));
+    let cfg = DeliveryConfig {
+        format,
+        facility: a.syslog_facility,
+        hostname: sensor.to_string(),
+        spool_dir,
+        spool_max_bytes: a.spool_max_bytes,
+        ca_file: a.alert_ca.clone(),
+        file_max_bytes: a.alert_file_max_bytes,
+        file_keep: 5,
+        drain_timeout: a.alert_drain_timeout,
+    };
+    Ok(Some(Delivery::start(&a.urls, &cfg)?))
+}
+
+fn parse_cutoff(s: Option<&str>) -> Result<Option<i64>> {
+    s.map(|s| {
+        parse_instant(s)
+            .with_context(|| format!("--cutoff {s:?} is not an RFC 3339 instant (e.g. 2024-09-29T04:00:00Z)"))
+    })
+    .transpose()
+}
+
 fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     let rules = Arc::new(load_rules(a.rules.rules.as_deref())?);
-    let cutoff_override = match &a.cutoff {
-        Some(s) => Some(
-            parse_instant(s)
-                .with_context(|| format!("--cutoff {s:?} is not an RFC 3339 instant (e.g. 2024-09-29T04:00:00Z)"))?,
-        ),
-        None => None,
-    };
+    let cutoff_override = parse_cutoff(a.cutoff.as_deref())?;
     let cutoff_ns = cutoff_override.unwrap_or(rules.set.vendors[0].cutoff_ns);
     if a.inputs.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
         bail!("standard input (-) can be given only once");
@@ -217,6 +500,8 @@ fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     let inputs = expand_inputs(&a.inputs).map_err(anyhow::Error::msg)?;
     // Open outputs before the long part, so a bad path fails at once.
     let mut events_out = a.events.as_deref().map(create).transpose()?;
+    let sensor = a.sensor_name.clone().unwrap_or_else(default_sensor_name);
+    let delivery = start_alerts(&a.alerts, &sensor)?;
     let workers =
         a.workers.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let opts = Options {
@@ -225,14 +510,45 @@ fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
         progress: !a.quiet,
     };
     let analysis = pipeline::run(&inputs, rules.clone(), &opts);
-    let hosts = aggregate(&analysis.observations, &rules, cutoff_override);
+    let mut table = HostTable::new(usize::MAX);
+    for o in &analysis.observations {
+        table.add(o, &rules, cutoff_override);
+    }
+    let hosts = table.hosts();
     let input_names: Vec<String> = analysis.inputs.iter().map(|i| i.path.clone()).collect();
     if let Some(out) = events_out.as_mut() {
         write_events(out, &analysis.observations, &rules, &input_names, cutoff_override).context("writing events")?;
     }
     drop(events_out);
-    let sensor = a.sensor_name.clone().unwrap_or_else(default_sensor_name);
-    let report = Report::build(&analysis, &hosts, &rules, cutoff_ns, &sensor);
+    let mut report = Report::build(&RunInfo::of(&analysis), &hosts, &table.timeline, &rules, cutoff_ns, &sensor);
+    let mut alerts_undelivered = false;
+    if let Some(delivery) = delivery {
+        let mut engine = AlertEngine::new(EngineConfig {
+            interval_ns: a.alerts.alert_interval.as_nanos().min(i64::MAX as u128) as i64,
+            alert_all: a.alerts.alert_all,
+            sensor: sensor.clone(),
+            cutoff_override,
+        });
+        alert_observations(&mut engine, &delivery, &analysis.observations, &rules, &input_names);
+        let dests = delivery.finish();
+        for d in &dests {
+            if d.waiting > 0 || d.dropped > 0 {
+                alerts_undelivered = true;
+                eprintln!(
+                    "kavwatch: alerts to {}: {} waiting in the spool, {} dropped{}",
+                    d.destination,
+                    d.waiting,
+                    d.dropped,
+                    d.last_error.as_deref().map(|e| format!(" (last error: {e})")).unwrap_or_default()
+                );
+            }
+        }
+        let stats = AlertStats {
+            engine: engine.stats,
+            destinations: dests.into_iter().map(|d| (d.destination.clone(), d)).collect(),
+        };
+        report.stats["alerts"] = serde_json::to_value(&stats).expect("alert stats serialise");
+    }
     if let Some(path) = &a.report {
         write_file(path, &render(&report, path))?;
     }
@@ -254,6 +570,9 @@ fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     }
     if !analysis.errors.is_empty() {
         return Ok(ExitCode::from(2));
+    }
+    if alerts_undelivered {
+        return Ok(ExitCode::from(4));
     }
     if a.fail_on_active && hosts.iter().any(|h| h.verdict() == Verdict::ActiveAfterCutoff) {
         return Ok(ExitCode::from(3));

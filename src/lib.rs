@@ -6,10 +6,12 @@
 //! [`pipeline`] workers ([`worker`], parsers in [`proto`], [`rules`]) -> [`observation`]s ->
 //! [`host`] verdicts -> [`output`].
 
+pub mod alert;
 pub mod capture;
 pub mod decode;
 pub mod flow;
 pub mod host;
+pub mod live;
 pub mod observation;
 pub mod output;
 pub mod pipeline;

@@ -90,14 +90,21 @@ pub struct Analysis {
 /// Packets for one worker. Payloads stay in the mapped capture file when they can (no copy);
 /// others (pipes, gzip, reassembled fragments) are copied into `bytes`.
 #[derive(Default)]
-struct Batch {
-    metas: Vec<PacketMeta>,
+pub(crate) struct Batch {
+    pub(crate) metas: Vec<PacketMeta>,
     bytes: Vec<u8>,
     map: Option<Arc<Mmap>>,
 }
 
 impl Batch {
-    fn payload(&self, m: &PacketMeta) -> &[u8] {
+    /// Empties the batch for reuse.
+    pub(crate) fn clear(&mut self) {
+        self.metas.clear();
+        self.bytes.clear();
+        self.map = None;
+    }
+
+    pub(crate) fn payload(&self, m: &PacketMeta) -> &[u8] {
         let src: &[u8] = match (&self.map, m.payload_mapped) {
             (Some(map), true) => map,
             _ => &self.bytes,
@@ -106,14 +113,21 @@ impl Batch {
     }
 }
 
-struct Dispatcher {
+/// Where the reader puts the packets that matter: worker queues (here), or a worker in the
+/// same thread (live capture on AF_PACKET, where the kernel already spread flows over threads).
+pub(crate) trait PacketSink {
+    /// `map` is the mapped file `payload` lies in, if any.
+    fn push(&mut self, meta: PacketMeta, payload: &[u8], map: Option<&Arc<Mmap>>, hash: u64);
+}
+
+pub(crate) struct Dispatcher {
     senders: Vec<Sender<Batch>>,
     free: Receiver<Batch>,
     batches: Vec<Batch>,
 }
 
-impl Dispatcher {
-    /// Queues a packet for its worker; `map` is the mapped file `payload` lies in, if any.
+impl PacketSink for Dispatcher {
+    /// Queues a packet for its worker.
     fn push(&mut self, meta: PacketMeta, payload: &[u8], map: Option<&Arc<Mmap>>, hash: u64) {
         let w = (hash % self.senders.len() as u64) as usize;
         let mut meta = meta;
@@ -145,8 +159,20 @@ impl Dispatcher {
             self.flush(w);
         }
     }
+}
 
-    fn flush(&mut self, w: usize) {
+impl Dispatcher {
+    /// One queue per worker; used batches come back on `free`.
+    pub(crate) fn new(senders: Vec<Sender<Batch>>, free: Receiver<Batch>) -> Dispatcher {
+        let n = senders.len();
+        Dispatcher { senders, free, batches: (0..n).map(|_| Batch::default()).collect() }
+    }
+
+    pub(crate) fn workers(&self) -> usize {
+        self.senders.len()
+    }
+
+    pub(crate) fn flush(&mut self, w: usize) {
         if self.batches[w].metas.is_empty() {
             return;
         }
@@ -157,19 +183,40 @@ impl Dispatcher {
     }
 }
 
-struct Reader {
-    stats: Stats,
-    defrag: Defragmenter,
-    dispatch: Dispatcher,
+/// Counts, decodes and defragments packets, and passes on what matters.
+pub(crate) struct Reader<S> {
+    pub(crate) stats: Stats,
+    pub(crate) defrag: Defragmenter,
+    pub(crate) dispatch: S,
     /// Packets per link type; a short list (captures have one or two), cheaper per packet than a map.
     link_counts: Vec<(u32, u64)>,
     seq: u64,
-    first_ts: Option<i64>,
-    last_ts: Option<i64>,
+    pub(crate) first_ts: Option<i64>,
+    pub(crate) last_ts: Option<i64>,
 }
 
-impl Reader {
-    fn packet(&mut self, p: &RawPacket<'_>, map: Option<&Arc<Mmap>>, input: u32, packet: u64) {
+impl<S: PacketSink> Reader<S> {
+    pub(crate) fn new(dispatch: S) -> Reader<S> {
+        Reader {
+            stats: Stats::default(),
+            defrag: Defragmenter::default(),
+            dispatch,
+            link_counts: Vec::new(),
+            seq: 0,
+            first_ts: None,
+            last_ts: None,
+        }
+    }
+
+    /// The counters so far (link types and fragments filled in).
+    pub(crate) fn stats_now(&self) -> Stats {
+        let mut s = self.stats.clone();
+        s.fragments = self.defrag.stats.clone();
+        s.link_types = self.link_counts.iter().map(|(lt, c)| (link::linktype_name(*lt), *c)).collect();
+        s
+    }
+
+    pub(crate) fn packet(&mut self, p: &RawPacket<'_>, map: Option<&Arc<Mmap>>, input: u32, packet: u64) {
         self.seq += 1;
         let pos = Position { seq: self.seq, input, packet };
         self.stats.packets += 1;
@@ -267,9 +314,7 @@ pub fn run(inputs: &[PathBuf], rules: Arc<Rules>, opts: &Options) -> Analysis {
                     for m in &batch.metas {
                         w.process(m, batch.payload(m));
                     }
-                    batch.metas.clear();
-                    batch.bytes.clear();
-                    batch.map = None;
+                    batch.clear();
                     let _ = free_tx.send(batch);
                 }
                 w.finish();
@@ -278,15 +323,7 @@ pub fn run(inputs: &[PathBuf], rules: Arc<Rules>, opts: &Options) -> Analysis {
             .expect("spawning a worker thread");
         handles.push(h);
     }
-    let mut reader = Reader {
-        stats: Stats::default(),
-        defrag: Defragmenter::default(),
-        dispatch: Dispatcher { senders, free: free_rx, batches: (0..n).map(|_| Batch::default()).collect() },
-        link_counts: Vec::new(),
-        seq: 0,
-        first_ts: None,
-        last_ts: None,
-    };
+    let mut reader = Reader::new(Dispatcher::new(senders, free_rx));
     let show_progress = opts.progress && std::io::stderr().is_terminal();
     let total_bytes: u64 = inputs.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     let started = Instant::now();

@@ -187,7 +187,30 @@ impl Worker {
         }
     }
 
-    fn maintain(&mut self, now: i64) {
+    /// Replaces the rules (live reload). Matched DNS queries still waiting for their answer are
+    /// handed out first: their rule numbers belong to the old rules.
+    pub fn set_rules(&mut self, rules: Arc<Rules>) {
+        for (_, mut obs) in self.dns_pending.drain() {
+            self.observations.append(&mut obs);
+        }
+        self.rules = rules;
+    }
+
+    pub fn rules(&self) -> &Arc<Rules> {
+        &self.rules
+    }
+
+    /// The counters so far, flow table counters included.
+    pub fn stats_now(&self) -> WorkerStats {
+        let mut s = self.stats.clone();
+        s.flows_evicted = self.flows.evicted;
+        s.flows_expired = self.flows.expired;
+        s
+    }
+
+    /// Expires idle flows and unanswered DNS queries as of `now` (packet time). Packets call it;
+    /// live capture also calls it when the link is quiet.
+    pub fn maintain(&mut self, now: i64) {
         let (stats, held) = (&mut self.stats, &mut self.reassembly_held);
         self.flows.maintain(now, &mut |_, f: TcpFlow| {
             if f.incomplete() {

@@ -1,6 +1,8 @@
-//! Packet sources. Offline: capture files (`file`).
+//! Packet sources. Offline: capture files (`file`). Live: AF_PACKET rings (`afpacket`) and libpcap (`libpcap`).
 
+pub mod afpacket;
 pub mod file;
+pub mod libpcap;
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,6 @@
 //! Per-host aggregation of observations and the verdict against the cutoff.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -45,7 +45,7 @@ impl Verdict {
 #[derive(Debug, Clone)]
 pub struct DomainStats {
     pub category: Category,
-    pub rule: u32,
+    pub rule_id: String,
     pub count: u64,
     pub first_ns: i64,
     pub last_ns: i64,
@@ -67,6 +67,10 @@ pub struct Host {
     /// The host's own MAC address: the one most of its packets came from, unless that MAC
     /// also sends for other addresses (a router's, on a routed segment).
     pub mac: Option<[u8; 6]>,
+    /// Packets per source MAC (the first few MACs).
+    pub mac_counts: BTreeMap<[u8; 6], u64>,
+    /// The latest observations, oldest first.
+    pub recent: VecDeque<Observation>,
 }
 
 impl Host {
@@ -90,16 +94,6 @@ impl Host {
     }
 }
 
-fn own_mac(observations: &[Observation], key: &HostKey, macs: &BTreeMap<[u8; 6], BTreeSet<IpAddr>>) -> Option<[u8; 6]> {
-    let mut counts: BTreeMap<[u8; 6], u64> = BTreeMap::new();
-    for o in observations.iter().filter(|o| o.host == key.ip && o.vlan == key.vlan) {
-        if let Some(m) = o.host_mac.filter(|m| macs.get(m).is_some_and(|ips| ips.len() == 1)) {
-            *counts.entry(m).or_default() += 1;
-        }
-    }
-    counts.into_iter().max_by_key(|(m, n)| (*n, std::cmp::Reverse(*m))).map(|(m, _)| m)
-}
-
 /// `aa:bb:cc:dd:ee:ff`
 pub fn mac_text(m: &[u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
@@ -110,25 +104,82 @@ pub fn cutoff_for(rules: &Rules, o: &Observation, cutoff_override: Option<i64>) 
     cutoff_override.unwrap_or_else(|| rules.set.vendors[rules.rule(o.rule).vendor].cutoff_ns)
 }
 
-/// Builds the host table; hosts come out in report order: verdict, then last contact
-/// after the cutoff (latest first), then address.
-pub fn aggregate(observations: &[Observation], rules: &Rules, cutoff_override: Option<i64>) -> Vec<Host> {
-    let mut hosts: BTreeMap<HostKey, Host> = BTreeMap::new();
-    // Which addresses each MAC sent for: a MAC sending for several is a router's.
-    let mut macs: BTreeMap<[u8; 6], BTreeSet<IpAddr>> = BTreeMap::new();
-    for o in observations {
-        if let Some(m) = o.host_mac {
-            let ips = macs.entry(m).or_default();
-            if ips.len() < 2 {
-                ips.insert(o.host);
-            }
+/// Evidence kept per host: its latest observations.
+pub const RECENT_PER_HOST: usize = 5;
+/// MAC addresses counted per host.
+const MACS_PER_HOST: usize = 16;
+
+/// The hosts seen so far, built one observation at a time (observations in time order), with
+/// a bound on hosts for runs that last weeks: past `max_hosts`, the longest-quiet half goes.
+pub struct HostTable {
+    hosts: HashMap<HostKey, Host>,
+    /// Which addresses each MAC sent for (two are enough to know): a MAC sending for several
+    /// is a router's.
+    macs: HashMap<[u8; 6], SmallIps>,
+    /// Observations per hour (seconds at the hour's start) and category.
+    pub timeline: BTreeMap<i64, BTreeMap<Category, u64>>,
+    max_hosts: usize,
+    /// Hosts forgotten because of `max_hosts`.
+    pub hosts_evicted: u64,
+}
+
+#[derive(Default)]
+struct SmallIps(Option<IpAddr>, Option<IpAddr>);
+
+impl SmallIps {
+    fn insert(&mut self, ip: IpAddr) {
+        match (self.0, self.1) {
+            (None, _) => self.0 = Some(ip),
+            (Some(a), None) if a != ip => self.1 = Some(ip),
+            _ => {}
         }
     }
-    for o in observations {
+
+    fn single(&self) -> bool {
+        self.1.is_none()
+    }
+}
+
+impl HostTable {
+    pub fn new(max_hosts: usize) -> HostTable {
+        HostTable {
+            hosts: HashMap::new(),
+            macs: HashMap::new(),
+            timeline: BTreeMap::new(),
+            max_hosts: max_hosts.max(1),
+            hosts_evicted: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+
+    /// Adds one observation, judged with the rules it was matched with.
+    pub fn add(&mut self, o: &Observation, rules: &Rules, cutoff_override: Option<i64>) {
         let key = HostKey { vlan: o.vlan, ip: o.host };
+        if !self.hosts.contains_key(&key) && self.hosts.len() >= self.max_hosts {
+            self.evict_half();
+        }
+        if let Some(m) = o.host_mac {
+            if self.macs.len() >= self.max_hosts.saturating_mul(4) {
+                self.macs.clear();
+            }
+            self.macs.entry(m).or_default().insert(o.host);
+        }
         let rule = rules.rule(o.rule);
         let cutoff = cutoff_for(rules, o, cutoff_override);
-        let h = hosts.entry(key).or_insert_with(|| Host {
+        *self
+            .timeline
+            .entry(o.ts_ns.div_euclid(3_600_000_000_000) * 3600)
+            .or_default()
+            .entry(rule.category)
+            .or_default() += 1;
+        let h = self.hosts.entry(key).or_insert_with(|| Host {
             key,
             first_ns: o.ts_ns,
             last_ns: o.ts_ns,
@@ -138,6 +189,8 @@ pub fn aggregate(observations: &[Observation], rules: &Rules, cutoff_override: O
             domains: BTreeMap::new(),
             domains_dropped: 0,
             mac: None,
+            mac_counts: BTreeMap::new(),
+            recent: VecDeque::new(),
         });
         h.first_ns = h.first_ns.min(o.ts_ns);
         h.last_ns = h.last_ns.max(o.ts_ns);
@@ -148,6 +201,20 @@ pub fn aggregate(observations: &[Observation], rules: &Rules, cutoff_override: O
                 h.last_after_cutoff_ns = Some(h.last_after_cutoff_ns.map_or(o.ts_ns, |t| t.max(o.ts_ns)));
             }
         }
+        if let Some(m) = o.host_mac {
+            let n = h.mac_counts.len();
+            match h.mac_counts.get_mut(&m) {
+                Some(c) => *c += 1,
+                None if n < MACS_PER_HOST => {
+                    h.mac_counts.insert(m, 1);
+                }
+                None => {}
+            }
+        }
+        if h.recent.len() == RECENT_PER_HOST {
+            h.recent.pop_front();
+        }
+        h.recent.push_back(o.clone());
         let len = h.domains.len();
         match h.domains.get_mut(&o.domain) {
             Some(d) => {
@@ -161,7 +228,7 @@ pub fn aggregate(observations: &[Observation], rules: &Rules, cutoff_override: O
                     o.domain.clone(),
                     DomainStats {
                         category: rule.category,
-                        rule: o.rule,
+                        rule_id: rule.id.clone(),
                         count: 1,
                         first_ns: o.ts_ns,
                         last_ns: o.ts_ns,
@@ -172,12 +239,48 @@ pub fn aggregate(observations: &[Observation], rules: &Rules, cutoff_override: O
             None => h.domains_dropped += 1,
         }
     }
-    for (key, h) in hosts.iter_mut() {
-        h.mac = own_mac(observations, key, &macs);
+
+    fn evict_half(&mut self) {
+        let mut last: Vec<i64> = self.hosts.values().map(|h| h.last_ns).collect();
+        let mid = last.len() / 2;
+        let cut = *last.select_nth_unstable(mid).1;
+        let before = self.hosts.len();
+        self.hosts.retain(|_, h| h.last_ns > cut);
+        self.hosts_evicted += (before - self.hosts.len()) as u64;
     }
-    let mut out: Vec<Host> = hosts.into_values().collect();
-    out.sort_by(|a, b| {
-        a.verdict().cmp(&b.verdict()).then(b.last_after_cutoff_ns.cmp(&a.last_after_cutoff_ns)).then(a.key.cmp(&b.key))
-    });
-    out
+
+    /// The hosts in report order (verdict, then last contact after the cutoff, latest first,
+    /// then address), each with its own MAC worked out.
+    pub fn hosts(&self) -> Vec<Host> {
+        let mut out: Vec<Host> = self
+            .hosts
+            .values()
+            .map(|h| {
+                let mut h = h.clone();
+                h.mac = h
+                    .mac_counts
+                    .iter()
+                    .filter(|(m, _)| self.macs.get(*m).is_none_or(|ips| ips.single()))
+                    .max_by_key(|(m, n)| (**n, std::cmp::Reverse(**m)))
+                    .map(|(m, _)| *m);
+                h
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            a.verdict()
+                .cmp(&b.verdict())
+                .then(b.last_after_cutoff_ns.cmp(&a.last_after_cutoff_ns))
+                .then(a.key.cmp(&b.key))
+        });
+        out
+    }
+}
+
+/// Builds the host table of a whole analysis (observations in time order), in report order.
+pub fn aggregate(observations: &[Observation], rules: &Rules, cutoff_override: Option<i64>) -> Vec<Host> {
+    let mut t = HostTable::new(usize::MAX);
+    for o in observations {
+        t.add(o, rules, cutoff_override);
+    }
+    t.hosts()
 }

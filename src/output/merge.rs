@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use thiserror::Error;
 
-use super::report::{EVIDENCE_PER_HOST, HostRow, Period, Report, summary, union};
+use super::report::{HostRow, Period, Report, summary, union};
 use super::rfc3339;
 use crate::host::MAX_DOMAINS_PER_HOST;
 use crate::rules::load::parse_instant;
@@ -33,7 +33,7 @@ fn max_s(a: &str, b: &str) -> String {
 }
 
 /// Adds up numbers, recursively through objects (the `stats` counters).
-fn add_values(a: &mut serde_json::Value, b: &serde_json::Value) {
+pub fn add_values(a: &mut serde_json::Value, b: &serde_json::Value) {
     use serde_json::Value;
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => {
@@ -87,7 +87,7 @@ fn merge_host(a: &mut HostRow, b: HostRow) {
     a.evidence.extend(b.evidence);
     a.evidence.sort_by(|x, y| x.timestamp.cmp(&y.timestamp));
     let n = a.evidence.len();
-    a.evidence.drain(..n.saturating_sub(EVIDENCE_PER_HOST));
+    a.evidence.drain(..n.saturating_sub(crate::host::RECENT_PER_HOST));
 }
 
 /// The verdict from the host's categories and domains, as `host::Host::verdict` decides it.

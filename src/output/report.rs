@@ -15,9 +15,6 @@ use crate::pipeline::{Analysis, InputSummary};
 use crate::rules::matcher::Rules;
 use crate::rules::model::Category;
 
-/// Evidence kept per host: the latest few observations.
-pub const EVIDENCE_PER_HOST: usize = 5;
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RulesInfo {
     pub file: String,
@@ -141,21 +138,41 @@ fn evidence_of(o: &Observation) -> Evidence {
     }
 }
 
-impl Report {
-    /// The report of one analysis. `hosts` come from `host::aggregate` over the same observations.
-    pub fn build(analysis: &Analysis, hosts: &[Host], rules: &Rules, cutoff_ns: i64, sensor: &str) -> Report {
-        let mut evidence: BTreeMap<(crate::decode::VlanTags, IpAddr), Vec<Evidence>> = BTreeMap::new();
-        let mut timeline: BTreeMap<String, BTreeMap<Category, u64>> = BTreeMap::new();
-        // Observations are in time order: the last ones per host are the latest.
-        for o in &analysis.observations {
-            let ev = evidence.entry((o.vlan, o.host)).or_default();
-            if ev.len() == EVIDENCE_PER_HOST {
-                ev.remove(0);
-            }
-            ev.push(evidence_of(o));
-            let hour = rfc3339(o.ts_ns)[..13].to_string();
-            *timeline.entry(hour).or_default().entry(rules.rule(o.rule).category).or_default() += 1;
+/// What a run says about itself, apart from its hosts.
+pub struct RunInfo<'a> {
+    /// Counters (`pipeline::Stats`, plus what the caller adds).
+    pub stats: serde_json::Value,
+    pub inputs: &'a [InputSummary],
+    pub first_ts: Option<i64>,
+    pub last_ts: Option<i64>,
+    pub errors: &'a [String],
+}
+
+impl<'a> RunInfo<'a> {
+    pub fn of(analysis: &'a Analysis) -> RunInfo<'a> {
+        RunInfo {
+            stats: serde_json::to_value(&analysis.stats).expect("stats serialise"),
+            inputs: &analysis.inputs,
+            first_ts: analysis.first_ts,
+            last_ts: analysis.last_ts,
+            errors: &analysis.errors,
         }
+    }
+}
+
+impl Report {
+    /// The report of one run: `hosts` in report order (`HostTable::hosts`), `timeline` from
+    /// the same table.
+    pub fn build(
+        run: &RunInfo<'_>,
+        hosts: &[Host],
+        timeline: &BTreeMap<i64, BTreeMap<Category, u64>>,
+        rules: &Rules,
+        cutoff_ns: i64,
+        sensor: &str,
+    ) -> Report {
+        let timeline: BTreeMap<String, BTreeMap<Category, u64>> =
+            timeline.iter().map(|(hour_s, c)| (rfc3339(hour_s * 1_000_000_000)[..13].to_string(), c.clone())).collect();
         let hosts: Vec<HostRow> = hosts
             .iter()
             .map(|h| HostRow {
@@ -173,7 +190,7 @@ impl Report {
                     .map(|(name, d)| DomainRow {
                         domain: name.clone(),
                         category: d.category,
-                        rule_id: rules.rule(d.rule).id.clone(),
+                        rule_id: d.rule_id.clone(),
                         count: d.count,
                         first_seen: rfc3339(d.first_ns),
                         last_seen: rfc3339(d.last_ns),
@@ -182,7 +199,7 @@ impl Report {
                     .collect(),
                 domains_dropped: h.domains_dropped,
                 sensors: vec![sensor.to_string()],
-                evidence: evidence.remove(&(h.key.vlan, h.key.ip)).unwrap_or_default(),
+                evidence: h.recent.iter().map(evidence_of).collect(),
             })
             .collect();
         Report {
@@ -204,13 +221,13 @@ impl Report {
                     rules: rules.set.rules.iter().filter(|x| x.vendor == i).count(),
                 })
                 .collect(),
-            inputs: analysis.inputs.clone(),
-            period: Period { first: analysis.first_ts.map(rfc3339), last: analysis.last_ts.map(rfc3339) },
+            inputs: run.inputs.to_vec(),
+            period: Period { first: run.first_ts.map(rfc3339), last: run.last_ts.map(rfc3339) },
             summary: summary(&hosts),
-            stats: serde_json::to_value(&analysis.stats).expect("stats serialise"),
+            stats: run.stats.clone(),
             timeline,
             hosts,
-            errors: analysis.errors.clone(),
+            errors: run.errors.to_vec(),
         }
     }
 

@@ -16,7 +16,7 @@ use kavwatch::alert::{AlertStats, alert_observations};
 use kavwatch::capture::expand_inputs;
 use kavwatch::host::{HostTable, Verdict};
 use kavwatch::live::{Control, Engine, LiveOptions, LiveOutputs, open_sources};
-use kavwatch::output::events::write_events;
+use kavwatch::output::events::{Inputs, write_events};
 use kavwatch::output::html::to_html;
 use kavwatch::output::merge::merge;
 use kavwatch::output::report::{Report, RunInfo};
@@ -517,7 +517,8 @@ fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     let hosts = table.hosts();
     let input_names: Vec<String> = analysis.inputs.iter().map(|i| i.path.clone()).collect();
     if let Some(out) = events_out.as_mut() {
-        write_events(out, &analysis.observations, &rules, &input_names, cutoff_override).context("writing events")?;
+        write_events(out, &analysis.observations, &rules, Inputs::Files(&input_names), cutoff_override)
+            .context("writing events")?;
     }
     drop(events_out);
     let mut report = Report::build(&RunInfo::of(&analysis), &hosts, &table.timeline, &rules, cutoff_ns, &sensor);

@@ -25,7 +25,7 @@ use crate::capture::file::RawPacket;
 use crate::capture::libpcap::PcapSource;
 use crate::host::HostTable;
 use crate::observation::Observation;
-use crate::output::events::write_events;
+use crate::output::events::{Inputs, write_events};
 use crate::output::merge::add_values;
 use crate::output::report::{Report, RunInfo};
 use crate::pipeline::{Batch, Dispatcher, PacketSink, Reader, Stats};
@@ -585,7 +585,7 @@ impl Sink {
                     }
                 }
                 if let Some(e) = out.events.as_mut() {
-                    write_events(e, &obs, &rules, &self.interfaces, self.cutoff_override)
+                    write_events(e, &obs, &rules, Inputs::Interfaces(&self.interfaces), self.cutoff_override)
                         .map_err(|e| format!("writing events: {e}"))?;
                     e.flush().map_err(|e| format!("writing events: {e}"))?;
                 }

@@ -80,6 +80,9 @@ struct EventOut<'a> {
     rule_id: &'a str,
     after_cutoff: bool,
     input: &'a str,
+    /// Live capture: the interface (also in `input`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interface: Option<&'a str>,
     packet: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     dns: Option<DnsOut<'a>>,
@@ -89,14 +92,25 @@ struct EventOut<'a> {
     http: Option<HttpOut<'a>>,
 }
 
+/// Where observations came from: capture files, or interfaces (live).
+#[derive(Debug, Clone, Copy)]
+pub enum Inputs<'a> {
+    Files(&'a [String]),
+    Interfaces(&'a [String]),
+}
+
 /// Writes every observation as one JSON line.
 pub fn write_events(
     out: &mut dyn Write,
     observations: &[Observation],
     rules: &Rules,
-    inputs: &[String],
+    inputs: Inputs<'_>,
     cutoff_override: Option<i64>,
 ) -> io::Result<()> {
+    let (names, live) = match inputs {
+        Inputs::Files(n) => (n, false),
+        Inputs::Interfaces(n) => (n, true),
+    };
     for o in observations {
         let rule = rules.rule(o.rule);
         let (mut dns_out, mut tls_out, mut http_out) = (None, None, None);
@@ -154,7 +168,8 @@ pub fn write_events(
             category: rule.category,
             rule_id: &rule.id,
             after_cutoff: o.ts_ns >= cutoff_for(rules, o, cutoff_override),
-            input: inputs.get(o.pos.input as usize).map_or("", |s| s.as_str()),
+            input: names.get(o.pos.input as usize).map_or("", |s| s.as_str()),
+            interface: live.then(|| names.get(o.pos.input as usize).map_or("", |s| s.as_str())),
             packet: o.pos.packet,
             dns: dns_out,
             tls: tls_out,

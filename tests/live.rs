@@ -1,0 +1,428 @@
+//! `kavwatch live` on real interfaces: a veth pair in a network namespace made by the test,
+//! the project's captures replayed onto one end with tcpreplay, kavwatch on the other end.
+//! Needs root (CI runs as root), iproute2 and tcpreplay.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Ethernet captures that tcpreplay can put on a veth as they are.
+const REPLAYED: [&str; 11] = [
+    "demo.pcapng",
+    "dns-udp.pcap",
+    "dns-tcp.pcap",
+    "fragments.pcap",
+    "http.pcap",
+    "ipv6.pcap",
+    "tcp-reorder.pcap",
+    "tls-split.pcap",
+    "tls12.pcap",
+    "tls13.pcap",
+    "vlan.pcap",
+];
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Skips (loudly) where the test cannot run; CI runs as root, where it never skips.
+macro_rules! need_root {
+    () => {
+        if !is_root() {
+            eprintln!("SKIPPED: live capture tests need root (CI runs them as root)");
+            return;
+        }
+    };
+}
+
+fn sh(cmd: &mut Command) {
+    let o = cmd.output().expect("running a system command");
+    assert!(o.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A network namespace holding a veth pair `r0` (replay side) <-> `c0` (capture side).
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("kwl-{}-{tag}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        sh(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Netns { name };
+        ns.ip(&["link", "add", "r0", "type", "veth", "peer", "name", "c0"]);
+        // No IPv6 autoconfiguration chatter: the link carries only what the test replays.
+        sh(Command::new("ip").args(["netns", "exec", &ns.name, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]));
+        for l in ["lo", "r0", "c0"] {
+            ns.ip(&["link", "set", l, "up"]);
+        }
+        ns
+    }
+
+    fn ip(&self, args: &[&str]) {
+        sh(Command::new("ip").arg("-n").arg(&self.name).args(args));
+    }
+
+    fn exec(&self, prog: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, prog]);
+        c
+    }
+
+    fn replay(&self, files: &[PathBuf], extra: &[&str]) {
+        let mut c = self.exec("tcpreplay");
+        c.args(["-q", "-i", "r0"]).args(extra);
+        c.args(files);
+        sh(&mut c);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+struct Live {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Live {
+    /// Starts `kavwatch live -i c0 ARGS` in the namespace and waits until it captures.
+    fn start(ns: &Netns, dir: &Path, args: &[&str]) -> Live {
+        let stderr =
+            dir.join(format!("live-{}.err", args.join("_").replace('/', "_").chars().take(60).collect::<String>()));
+        let child = ns
+            .exec(env!("CARGO_BIN_EXE_kavwatch"))
+            .args(["live", "-i", "c0"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("starting kavwatch live");
+        let live = Live { child, stderr };
+        live.wait_stderr("kavwatch: live on", Duration::from_secs(10));
+        live
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn wait_stderr(&self, needle: &str, timeout: Duration) {
+        let t = Instant::now();
+        while !self.stderr().contains(needle) {
+            assert!(t.elapsed() < timeout, "no {needle:?} from kavwatch live: {}", self.stderr());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(mut self) -> (i32, String) {
+        // Let the workers ship what the last packets gave (they do every 200 ms).
+        std::thread::sleep(Duration::from_millis(600));
+        self.signal(libc::SIGTERM);
+        let t = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return (st.code().unwrap_or(-1), self.stderr());
+            }
+            assert!(t.elapsed() < Duration::from_secs(20), "kavwatch live did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What must be equal between live and analyze: everything but time, input and packet number.
+fn event_key(e: &serde_json::Value) -> String {
+    let mut e = e.clone();
+    let m = e.as_object_mut().unwrap();
+    for k in ["timestamp", "input", "packet", "interface"] {
+        m.remove(k);
+    }
+    serde_json::to_string(&e).unwrap()
+}
+
+fn multiset(events: &[serde_json::Value]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for e in events {
+        *m.entry(event_key(e)).or_default() += 1;
+    }
+    m
+}
+
+/// Host rows without times and evidence.
+fn verdicts(report: &serde_json::Value) -> BTreeMap<String, (String, serde_json::Value)> {
+    report["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                format!("{}/{}", h["ip"], h["vlan"]),
+                (h["verdict"].as_str().unwrap().to_string(), h["categories"].clone()),
+            )
+        })
+        .collect()
+}
+
+fn replay_matches_analyze(engine: &str, workers: &str) {
+    let d = tmpdir(&format!("live-{engine}-{workers}"));
+    let ns = Netns::new(&format!("{engine}{workers}"));
+    let files: Vec<PathBuf> = REPLAYED.iter().map(|f| captures().join(f)).collect();
+    // Replayed packets carry today's time: one cutoff far in the past for both runs.
+    let cutoff = "2000-01-01T00:00:00Z";
+    let (ev, rep) = (d.join("events.json"), d.join("report.json"));
+    let live = Live::start(
+        &ns,
+        &d,
+        &[
+            "--engine",
+            engine,
+            "--workers",
+            workers,
+            "--cutoff",
+            cutoff,
+            "--events",
+            ev.to_str().unwrap(),
+            "--report",
+            rep.to_str().unwrap(),
+            "--report-interval",
+            "1s",
+            "--stats-interval",
+            "1s",
+        ],
+    );
+    ns.replay(&files, &["--topspeed"]);
+    // While more traffic comes, the report is rewritten every second: it must parse every time.
+    let reader = {
+        let rep = rep.clone();
+        std::thread::spawn(move || {
+            let (mut reads, mut versions) = (0, std::collections::BTreeSet::new());
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_millis(3500) {
+                if let Ok(text) = std::fs::read_to_string(&rep) {
+                    let v: serde_json::Value = serde_json::from_str(&text)
+                        .unwrap_or_else(|e| panic!("report not valid JSON while running: {e}\n{text}"));
+                    versions.insert(v["stats"]["packets"].as_u64().unwrap());
+                    reads += 1;
+                }
+            }
+            (reads, versions.len())
+        })
+    };
+    // A second, slower stream of packets kavwatch does not inspect (UDP to port 9999), for 3 s.
+    let filler = d.join("filler.pcap");
+    let frames: Vec<(i64, Vec<u8>)> =
+        (0..120).map(|i| (i * 1000, udp_frame([10, 9, 0, 1], [10, 9, 0, 2], 40000, 9999, b"filler"))).collect();
+    std::fs::write(&filler, pcap(1, &frames)).unwrap();
+    ns.replay(&[filler], &["--pps", "40"]);
+    let (reads, versions) = reader.join().unwrap();
+    assert!(reads > 50 && versions >= 2, "{reads} reads of {versions} report versions");
+    let (code, err) = live.stop();
+    assert_eq!(code, 0, "{err}");
+    let live_events = json_lines(&ev);
+    let live_report = json(&rep);
+
+    let (off_ev, off_rep) = (d.join("off-events.json"), d.join("off-report.json"));
+    let mut args = vec!["analyze", "-q", "--cutoff", cutoff, "--events", off_ev.to_str().unwrap()];
+    args.extend(["--report", off_rep.to_str().unwrap()]);
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    args.extend(names.iter().map(|s| s.as_str()));
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let off_events = json_lines(&off_ev);
+    assert!(off_events.len() > 50, "the captures give {} events", off_events.len());
+    assert_eq!(multiset(&live_events), multiset(&off_events), "live ({engine}, {workers} workers) and analyze differ");
+    assert!(live_events.iter().all(|e| e["input"] == "c0" && e["interface"] == "c0"));
+    assert_eq!(verdicts(&live_report), verdicts(&json(&off_rep)));
+    // Capture counters: none dropped, and the packets seen are the ones replayed (AF_PACKET
+    // fanout hands over IPv4 fragments reassembled, as one packet: a few less).
+    let c0 = &live_report["stats"]["capture"]["interfaces"]["c0"];
+    assert_eq!(live_report["stats"]["capture"]["engine"], engine);
+    assert_eq!(c0["drops"], 0, "{c0}");
+    let replayed: u64 = json(&off_rep)["stats"]["packets"].as_u64().unwrap() + 120;
+    let seen = c0["packets"].as_u64().unwrap();
+    assert!(seen <= replayed + 10 && seen + 10 >= replayed, "{c0}: {seen} packets, {replayed} replayed");
+    assert_eq!(live_report["stats"]["packets"].as_u64().unwrap(), seen, "every packet the kernel gave was counted");
+    assert!(err.contains("kavwatch: live: "), "no stats line: {err}");
+}
+
+#[test]
+fn afpacket_replay_equals_analyze() {
+    need_root!();
+    replay_matches_analyze("afpacket", "2");
+}
+
+#[test]
+fn pcap_replay_equals_analyze() {
+    need_root!();
+    replay_matches_analyze("pcap", "2");
+}
+
+fn rules_file(d: &Path, name: &str, patterns: &[&str], valid: bool) -> PathBuf {
+    let mut s =
+        String::from("[vendor]\nid = \"kaspersky\"\nname = \"Kaspersky Lab\"\ncutoff = \"2000-01-01T00:00:00Z\"\n");
+    for (i, p) in patterns.iter().enumerate() {
+        s.push_str(&format!(
+            "\n[[rule]]\nid = \"t{i}\"\ncategory = \"{}\"\nmatch = \"exact\"\npattern = \"{p}\"\n",
+            if valid { "update" } else { "nonsense" }
+        ));
+    }
+    let p = d.join(name);
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
+fn domains(events: &Path) -> std::collections::BTreeSet<String> {
+    json_lines(events).iter().map(|e| e["domain"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn sighup_reloads_valid_rules_and_keeps_old_ones_on_error() {
+    need_root!();
+    let d = tmpdir("live-hup");
+    let ns = Netns::new("hup");
+    let rules = rules_file(&d, "rules.toml", &["ds.kaspersky.com"], true);
+    let ev = d.join("events.json");
+    let live =
+        Live::start(&ns, &d, &["--rules", rules.to_str().unwrap(), "--events", ev.to_str().unwrap(), "--workers", "2"]);
+    let dns = [captures().join("dns-udp.pcap")];
+    ns.replay(&dns, &[]);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(domains(&ev), ["ds.kaspersky.com".to_string()].into());
+
+    // A valid new file: the names it adds match from now on.
+    rules_file(&d, "rules.toml", &["ds.kaspersky.com", "opentip.kaspersky.com"], true);
+    live.signal(libc::SIGHUP);
+    live.wait_stderr("rules reloaded: 2 rules", Duration::from_secs(5));
+    ns.replay(&dns, &[]);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(domains(&ev), ["ds.kaspersky.com".to_string(), "opentip.kaspersky.com".to_string()].into());
+
+    // An invalid file: rejected with a clear message, the old rules keep matching.
+    rules_file(&d, "rules.toml", &["ds.kaspersky.com", "dnl-01.geo.kaspersky.com"], false);
+    let before = json_lines(&ev).len();
+    live.signal(libc::SIGHUP);
+    live.wait_stderr("rules NOT reloaded", Duration::from_secs(5));
+    assert!(live.stderr().contains("rules.toml:"), "the error names the file: {}", live.stderr());
+    ns.replay(&dns, &[]);
+    let (code, err) = live.stop();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json_lines(&ev).len(), before + 2, "the old rules still match both names");
+    assert!(!domains(&ev).contains("dnl-01.geo.kaspersky.com"));
+}
+
+#[test]
+fn clear_errors_for_missing_interface_and_missing_privilege() {
+    need_root!();
+    let o = run(&["live", "-i", "does-not-exist0", "--duration", "1s"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no such interface: does-not-exist0"), "{err}");
+    for engine in ["afpacket", "pcap"] {
+        // As nobody, without any capability.
+        let o = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+            .arg(env!("CARGO_BIN_EXE_kavwatch"))
+            .args(["live", "-i", "lo", "--engine", engine, "--duration", "1s"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{engine}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains("CAP_NET_RAW") && err.lines().count() == 1, "{engine}: {err}");
+    }
+    let o = run(&["live", "-i", "lo", "--bpf", "port nonsense", "--duration", "1s"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("bad BPF filter"), "{}", stderr(&o));
+}
+
+#[test]
+fn interface_down_then_gone_then_back() {
+    need_root!();
+    let d = tmpdir("live-gone");
+    let ns = Netns::new("gone");
+    ns.ip(&["link", "set", "c0", "down"]);
+    let o = ns.exec(env!("CARGO_BIN_EXE_kavwatch")).args(["live", "-i", "c0", "--duration", "1s"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("interface c0 is down"), "{}", stderr(&o));
+    ns.ip(&["link", "set", "c0", "up"]);
+
+    // nobody must be able to rewrite the report there.
+    sh(Command::new("chmod").arg("777").arg(&d));
+    let (ev, rep) = (d.join("events.json"), d.join("report.json"));
+    let live = Live::start(
+        &ns,
+        &d,
+        &[
+            "--events",
+            ev.to_str().unwrap(),
+            "--report",
+            rep.to_str().unwrap(),
+            "--user",
+            "nobody",
+            "--cutoff",
+            "2000-01-01T00:00:00Z",
+        ],
+    );
+    // Dropped to nobody after opening the socket.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", live.child.id())).unwrap();
+    assert!(status.lines().any(|l| l.starts_with("Uid:\t65534")), "{status}");
+    let dns = [captures().join("dns-udp.pcap")];
+    ns.replay(&dns, &[]);
+    std::thread::sleep(Duration::from_millis(600));
+    let first = json_lines(&ev).len();
+    assert!(first > 0);
+    // The interface goes away: kavwatch says so, keeps its state and keeps running.
+    ns.ip(&["link", "del", "r0"]);
+    live.wait_stderr("trying to open it again", Duration::from_secs(5));
+    let (code, err) = live.stop();
+    assert_eq!(code, 0, "{err}");
+    // Its state was kept: the final report still has the hosts seen before.
+    assert!(!json(&rep)["hosts"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn a_vanished_interface_is_reopened_and_capture_goes_on() {
+    need_root!();
+    let d = tmpdir("live-reopen");
+    let ns = Netns::new("reopen");
+    let ev = d.join("events.json");
+    let live = Live::start(&ns, &d, &["--events", ev.to_str().unwrap(), "--cutoff", "2000-01-01T00:00:00Z"]);
+    let dns = [captures().join("dns-udp.pcap")];
+    ns.replay(&dns, &[]);
+    std::thread::sleep(Duration::from_millis(600));
+    let first = json_lines(&ev).len();
+    assert!(first > 0);
+    ns.ip(&["link", "del", "r0"]);
+    live.wait_stderr("trying to open it again", Duration::from_secs(5));
+    ns.ip(&["link", "add", "r0", "type", "veth", "peer", "name", "c0"]);
+    ns.ip(&["link", "set", "r0", "up"]);
+    ns.ip(&["link", "set", "c0", "up"]);
+    live.wait_stderr("capturing again", Duration::from_secs(10));
+    ns.replay(&dns, &[]);
+    let (code, err) = live.stop();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json_lines(&ev).len(), 2 * first, "{err}");
+}

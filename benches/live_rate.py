@@ -7,6 +7,7 @@ drops, detections; and the CPU seconds kavwatch used (user + system, from /proc)
 Markdown table. Needs root, tcpreplay and a release build.
 
     python3 benches/live_rate.py [--packets 200000] [--rates 50000,100000,200000,400000,top]
+    python3 benches/live_rate.py --soak 5 --packets 1000000   # one live run, the file replayed 5 times: RSS per loop
 """
 
 import argparse
@@ -70,13 +71,49 @@ def one_run(pcap, truth_total, engine, workers, rate, tmp):
     }
 
 
+def rss_kb(pid, key):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(key):
+            return int(line.split()[1])
+    return 0
+
+
+def soak(pcap, loops, tmp):
+    """One AF_PACKET live run; the file replayed `loops` times at top speed; RSS after each loop."""
+    report = os.path.join(tmp, "soak.json")
+    err = open(os.path.join(tmp, "soak.err"), "w")
+    live = subprocess.Popen(in_ns(BIN, "live", "-i", "c0", "--workers", "2", "--report", report,
+                                  "--stats-interval", "600s"), stderr=err, stdout=subprocess.DEVNULL)
+    while "live on" not in open(err.name).read():
+        time.sleep(0.05)
+    print("| loop | packets replayed | VmRSS MB | VmHWM MB |")
+    print("|---|---|---|---|")
+    for i in range(1, loops + 1):
+        sh(*in_ns("tcpreplay", "-q", "-K", "--topspeed", "-i", "r0", pcap))
+        time.sleep(3)  # flows idle for 60-120 s expire later; this shows the tables at their fullest
+        print(f"| {i} | {i * a_packets} | {rss_kb(live.pid, 'VmRSS') / 1024:.1f} | {rss_kb(live.pid, 'VmHWM') / 1024:.1f} |",
+              flush=True)
+    live.terminate()
+    live.wait(timeout=60)
+    r = json.load(open(report))
+    st = r["stats"]
+    print(f"\nflows_evicted {st['flows_evicted']}, flows_expired {st['flows_expired']}, "
+          f"drops {st['capture']['interfaces']['c0']['drops']}, observations {st['observations']}")
+
+
+a_packets = 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--packets", type=int, default=200_000)
     ap.add_argument("--rates", default="50000,100000,200000,400000,top")
     ap.add_argument("--engines", default="afpacket,pcap")
     ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--soak", type=int, default=0, help="replay the file this many times into one live run")
     a = ap.parse_args()
+    global a_packets
+    a_packets = a.packets
     tmp = tempfile.mkdtemp(prefix="kavwatch-live-bench-")
     pcap = os.path.join(tmp, "bench.pcap")
     sh(sys.executable, GEN, "--packets", str(a.packets), "--seed", "1", "--out", pcap)
@@ -90,6 +127,9 @@ def main():
         for l in ("lo", "r0", "c0"):
             sh("ip", "-n", NS, "link", "set", l, "up")
         print(f"{a.packets} packets, {os.path.getsize(pcap) / 1e6:.0f} MB; {truth_total} observations in the truth file\n")
+        if a.soak:
+            soak(pcap, a.soak, tmp)
+            return
         print("| engine | workers | asked | sent (pps) | received | drops | kavwatch CPU s | CPU % of wall | observations |")
         print("|---|---|---|---|---|---|---|---|---|")
         for engine in a.engines.split(","):
@@ -101,6 +141,9 @@ def main():
                           f"{x['cpu']:.2f} | {100 * x['cpu'] / max(x['wall'], 1e-3):.0f} | {x['found']} |", flush=True)
     finally:
         subprocess.run(["ip", "netns", "del", NS], capture_output=True)
+        for f in os.listdir(tmp):
+            os.remove(os.path.join(tmp, f))
+        os.rmdir(tmp)
 
 
 if __name__ == "__main__":

@@ -644,10 +644,14 @@ impl Sink {
         let drops: u64 = ifs.values().map(|s| s.drops).sum();
         let freeze: u64 = ifs.values().map(|s| s.freeze_q).sum();
         let rate = (packets - self.last_packets.min(packets)) as f64 / since.as_secs_f64().max(1e-3);
+        // Per socket (AF_PACKET: one per worker), so a hot worker shows.
+        let per_socket: Vec<String> =
+            self.sockets.values().map(|(i, s, _)| format!("{}:{}", self.interfaces[*i], s.drops)).collect();
         let mut line = format!(
-            "kavwatch: live: {packets} packets, {:.1} MB, {rate:.0} pkt/s, drops kernel {drops} ({} {freeze}), events {}, hosts {}",
+            "kavwatch: live: {packets} packets, {:.1} MB, {rate:.0} pkt/s, drops kernel {drops} ({} {freeze}; per socket {}), events {}, hosts {}",
             bytes as f64 / 1e6,
             if self.engine == "afpacket" { "ring frozen" } else { "interface" },
+            per_socket.join(" "),
             self.events,
             self.table.len()
         );
@@ -669,7 +673,18 @@ impl Sink {
         if let serde_json::Value::Object(m) = &mut stats {
             m.insert(
                 "capture".into(),
-                serde_json::json!({ "engine": self.engine, "interfaces": self.per_interface() }),
+                serde_json::json!({
+                    "engine": self.engine,
+                    "interfaces": self.per_interface(),
+                    "sockets": self.sockets.values().map(|(i, s, reopened)| serde_json::json!({
+                        "interface": self.interfaces[*i],
+                        "packets": s.packets,
+                        "drops": s.drops,
+                        "freeze_q": s.freeze_q,
+                        "bad_blocks": s.bad_blocks,
+                        "reopened": reopened,
+                    })).collect::<Vec<_>>(),
+                }),
             );
             m.insert("hosts_evicted".into(), self.table.hosts_evicted.into());
             if let Some((engine, delivery)) = &out.alerts {

@@ -193,10 +193,13 @@ fn replay_matches_analyze(engine: &str, workers: &str) {
     // Replayed packets carry today's time: one cutoff far in the past for both runs.
     let cutoff = "2000-01-01T00:00:00Z";
     let (ev, rep) = (d.join("events.json"), d.join("report.json"));
+    let alerts = format!("file:{}", d.join("alerts.json").display());
     let live = Live::start(
         &ns,
         &d,
         &[
+            "--alert",
+            &alerts,
             "--engine",
             engine,
             "--workers",
@@ -261,11 +264,26 @@ fn replay_matches_analyze(engine: &str, workers: &str) {
     let c0 = &live_report["stats"]["capture"]["interfaces"]["c0"];
     assert_eq!(live_report["stats"]["capture"]["engine"], engine);
     assert_eq!(c0["drops"], 0, "{c0}");
+    let sockets = live_report["stats"]["capture"]["sockets"].as_array().unwrap();
+    assert_eq!(sockets.len(), if engine == "afpacket" { 2 } else { 1 }, "one AF_PACKET socket per worker");
     let replayed: u64 = json(&off_rep)["stats"]["packets"].as_u64().unwrap() + 120;
     let seen = c0["packets"].as_u64().unwrap();
     assert!(seen <= replayed + 10 && seen + 10 >= replayed, "{c0}: {seen} packets, {replayed} replayed");
     assert_eq!(live_report["stats"]["packets"].as_u64().unwrap(), seen, "every packet the kernel gave was counted");
     assert!(err.contains("kavwatch: live: "), "no stats line: {err}");
+    // Alerts in live mode: the replay takes seconds, so one per host and banned category.
+    let banned = ["update", "telemetry", "activation", "management"];
+    let pairs: std::collections::BTreeSet<(String, String)> = live_events
+        .iter()
+        .filter(|e| banned.contains(&e["category"].as_str().unwrap()))
+        .map(|e| (format!("{}{}", e["host"], e["vlan"]), e["category"].to_string()))
+        .collect();
+    let alerts = json_lines(&d.join("alerts.json"));
+    let alerted: std::collections::BTreeSet<(String, String)> =
+        alerts.iter().map(|a| (format!("{}{}", a["host"], a["vlan"]), a["category"].to_string())).collect();
+    assert_eq!(alerts.len(), pairs.len());
+    assert_eq!(alerted, pairs);
+    assert!(alerts.iter().all(|a| a["evidence"]["input"] == "c0"));
 }
 
 #[test]

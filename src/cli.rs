@@ -532,6 +532,9 @@ fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
         });
         alert_observations(&mut engine, &delivery, &analysis.observations, &rules, &input_names);
         let dests = delivery.finish();
+        if !a.quiet {
+            eprintln!("kavwatch: {}", kavwatch::alert::summary_line(&engine.stats, &dests));
+        }
         for d in &dests {
             if d.waiting > 0 || d.dropped > 0 {
                 alerts_undelivered = true;

@@ -258,7 +258,8 @@ pub fn run(
             }
         }
         if last_stats.elapsed() >= opts.stats_interval {
-            eprintln!("{}", sink.stats_line(last_stats.elapsed()));
+            let alerts = out.alerts.as_ref().map(|(e, d)| crate::alert::summary_line(&e.stats, &d.stats()));
+            eprintln!("{}", sink.stats_line(last_stats.elapsed(), alerts));
             last_stats = Instant::now();
         }
         if last_report.elapsed() >= opts.report_interval {
@@ -275,15 +276,17 @@ pub fn run(
         e.flush().map_err(|e| format!("writing events: {e}"))?;
     }
     let mut final_alerts = None;
+    let mut alerts_line = None;
     if let Some((mut engine, delivery)) = out.alerts.take() {
         engine.finish();
         let dests = delivery.finish();
+        alerts_line = Some(crate::alert::summary_line(&engine.stats, &dests));
         final_alerts = Some(AlertStats {
             engine: engine.stats,
             destinations: dests.into_iter().map(|d| (d.destination.clone(), d)).collect(),
         });
     }
-    eprintln!("{}", sink.stats_line(last_stats.elapsed()));
+    eprintln!("{}", sink.stats_line(last_stats.elapsed(), alerts_line));
     let mut report = sink.report(opts, &shared.get(), &out);
     if let Some(a) = final_alerts {
         report.stats["alerts"] = serde_json::to_value(a).expect("alert stats serialise");
@@ -637,7 +640,7 @@ impl Sink {
         v
     }
 
-    fn stats_line(&mut self, since: Duration) -> String {
+    fn stats_line(&mut self, since: Duration, alerts: Option<String>) -> String {
         let packets: u64 = self.readers.values().map(|(s, _, _)| s.packets).sum();
         let bytes: u64 = self.readers.values().map(|(s, _, _)| s.bytes).sum();
         let ifs = self.per_interface();
@@ -655,6 +658,10 @@ impl Sink {
             self.events,
             self.table.len()
         );
+        if let Some(a) = alerts {
+            line.push_str(", ");
+            line.push_str(&a);
+        }
         if drops > self.last_drops {
             line.push_str(&format!(
                 "\nkavwatch: warning: {} packets dropped since the last report: add workers (--workers), a bigger ring, or a --bpf filter",

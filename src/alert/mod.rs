@@ -114,6 +114,18 @@ pub struct AlertStats {
     pub destinations: BTreeMap<String, DestStats>,
 }
 
+/// One line for people: `alerts 6 raised; syslog+tcp://h:514 sent 6, spooled 0, dropped 0, reconnects 0`.
+pub fn summary_line(engine: &EngineStats, dests: &[DestStats]) -> String {
+    let mut s = format!("alerts {} raised", engine.raised);
+    for d in dests {
+        s.push_str(&format!(
+            "; {} sent {}, spooled {}, dropped {}, reconnects {}, waiting {}",
+            d.destination, d.sent, d.spooled, d.dropped, d.reconnects, d.waiting
+        ));
+    }
+    s
+}
+
 /// Runs the alert engine over a finished analysis (observations in time order) and queues each
 /// alert for every destination. `inputs` names the capture files, for the evidence.
 pub fn alert_observations(

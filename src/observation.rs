@@ -58,6 +58,8 @@ pub struct TlsDetail {
     pub alpn: Vec<String>,
     pub ech: bool,
     pub ja4: String,
+    pub ja3: String,
+    pub ja3_full: String,
     pub records: u16,
 }
 

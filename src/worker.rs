@@ -544,17 +544,20 @@ impl Worker {
                     if versions.is_empty() {
                         versions.push(ch.legacy_version);
                     }
-                    // JA4 is filled in below, only for a name a rule matched.
+                    // JA4 and JA3 are filled in below, only for a name a rule matched.
                     let detail = TlsDetail {
                         versions,
                         alpn: ch.alpn.clone(),
                         ech: ch.ech,
                         ja4: String::new(),
+                        ja3: String::new(),
+                        ja3_full: String::new(),
                         records: ch.records,
                     };
                     if let Some(mut o) = self.observe(m, m.ts_ns, m.src().0, sni, Detail::Tls(detail)) {
                         if let Detail::Tls(t) = &mut o.detail {
                             t.ja4 = ch.ja4();
+                            (t.ja3_full, t.ja3) = ch.ja3();
                         }
                         self.observations.push(o);
                     }

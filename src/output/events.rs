@@ -49,6 +49,8 @@ struct TlsOut<'a> {
     alpn: &'a [String],
     ech: bool,
     ja4: &'a str,
+    ja3: &'a str,
+    ja3_full: &'a str,
     records: u16,
 }
 
@@ -140,6 +142,8 @@ pub fn write_events(
                     alpn: &t.alpn,
                     ech: t.ech,
                     ja4: &t.ja4,
+                    ja3: &t.ja3,
+                    ja3_full: &t.ja3_full,
                     records: t.records,
                 })
             }

@@ -18,6 +18,8 @@ const HANDSHAKE_MAX: usize = 65_536;
 
 const EXT_SNI: u16 = 0x0000;
 const EXT_SIGALGS: u16 = 0x000d;
+const EXT_GROUPS: u16 = 0x000a;
+const EXT_POINT_FORMATS: u16 = 0x000b;
 const EXT_ALPN: u16 = 0x0010;
 const EXT_SUPPORTED_VERSIONS: u16 = 0x002b;
 const EXT_ECH: u16 = 0xfe0d;
@@ -43,6 +45,9 @@ struct Ja4Parts {
     ciphers: Vec<u16>,
     extensions: Vec<u16>,
     sigalgs: Vec<u16>,
+    /// supported_groups and ec_point_formats, for JA3.
+    groups: Vec<u16>,
+    point_formats: Vec<u8>,
     sni: bool,
     first_alpn: Option<Vec<u8>>,
 }
@@ -52,6 +57,12 @@ impl ClientHello {
     pub fn ja4(&self) -> String {
         let p = &self.ja4_parts;
         ja4(self, &p.ciphers, &p.extensions, &p.sigalgs, p.sni, p.first_alpn.as_deref())
+    }
+
+    /// JA3 as Wireshark computes it: (the string, its MD5 in hex).
+    pub fn ja3(&self) -> (String, String) {
+        let p = &self.ja4_parts;
+        super::ja3::ja3(self.legacy_version, &p.ciphers, &p.extensions, &p.groups, &p.point_formats)
     }
 }
 
@@ -175,6 +186,7 @@ pub fn parse_client_hello(stream: &[u8]) -> Result<ClientHello, TlsError> {
     };
     let mut ext_types: Vec<u16> = Vec::new();
     let mut sigalgs: Vec<u16> = Vec::new();
+    let (mut groups, mut point_formats): (Vec<u16>, Vec<u8>) = (Vec::new(), Vec::new());
     let mut sni_present = false;
     let mut first_alpn: Option<Vec<u8>> = None;
     let mut exts = ch.ext.unwrap_or(&[]);
@@ -215,10 +227,30 @@ pub fn parse_client_hello(stream: &[u8]) -> Result<ClientHello, TlsError> {
                 sigalgs = algs.into_iter().filter(|a| !is_grease(*a)).collect()
             }
             (EXT_ECH, _) => out.ech = true,
+            // Read by hand: two length-prefixed lists (GREASE groups are dropped, as JA3 does).
+            (EXT_GROUPS, _) => {
+                let body = &one[4..];
+                if let Some(list) =
+                    body.get(2..2 + u16::from_be_bytes([body[0], body.get(1).copied().unwrap_or(0)]) as usize)
+                {
+                    groups = list
+                        .chunks_exact(2)
+                        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                        .filter(|g| !is_grease(*g))
+                        .collect();
+                }
+            }
+            (EXT_POINT_FORMATS, _) => {
+                let body = &one[4..];
+                if let Some(list) = body.first().and_then(|&n| body.get(1..1 + n as usize)) {
+                    point_formats = list.to_vec();
+                }
+            }
             _ => {}
         }
     }
-    out.ja4_parts = Ja4Parts { ciphers, extensions: ext_types, sigalgs, sni: sni_present, first_alpn };
+    out.ja4_parts =
+        Ja4Parts { ciphers, extensions: ext_types, sigalgs, groups, point_formats, sni: sni_present, first_alpn };
     Ok(out)
 }
 

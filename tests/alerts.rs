@@ -197,8 +197,11 @@ fn every_alert_arrives_once_in_every_format_and_transport() {
             ],
         );
         assert!(o.status.success(), "{format}: {}", stderr(&o));
-        let got = syslog
-            .wait_for(Duration::from_secs(10), |m| m.iter().filter(|r| r.hostname == sensor).count() >= 3 * total);
+        let got = syslog.wait_for(Duration::from_secs(15), |m| {
+            ["tcp", "udp", "tls"]
+                .iter()
+                .all(|l| m.iter().filter(|r| r.hostname == sensor && r.listener == *l).count() >= total)
+        });
         let mine: Vec<&Received> = got.iter().filter(|r| r.hostname == sensor).collect();
         let mut per_listener: BTreeMap<&str, Vec<&Received>> = BTreeMap::new();
         for r in &mine {
@@ -324,8 +327,16 @@ fn a_collector_outage_loses_nothing() {
     syslog.restart();
     let o = run3.join().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    let m =
-        syslog.wait_for(Duration::from_secs(10), |m| count(m, "run-3", "tls") == 38 && count(m, "run-2", "tls") >= 38);
+    // Each connection is written by its own rsyslog thread: wait for all four.
+    let ids_of = |m: &[Received], sensor: &str, l: &str| -> BTreeSet<String> {
+        m.iter()
+            .filter(|r| r.hostname == sensor && r.listener == l)
+            .map(|r| sd_params(&r.structured_data).1["id"].clone())
+            .collect()
+    };
+    let m = syslog.wait_for(Duration::from_secs(15), |m| {
+        ["run-2", "run-3"].iter().all(|s| ["tcp", "tls"].iter().all(|l| ids_of(m, s, l).len() == 38))
+    });
     for sensor in ["run-2", "run-3"] {
         for l in ["tcp", "tls"] {
             let recs: Vec<&Received> = m.iter().filter(|r| r.hostname == sensor && r.listener == l).collect();
@@ -383,8 +394,10 @@ fn hostile_names_stay_one_well_formed_record_in_every_format() {
             &["--alert-format", format, "--alert-all", "--sensor-name", &sensor],
         );
         assert!(o.status.success(), "{}", stderr(&o));
-        let m = syslog.wait_for(Duration::from_secs(10), |m| {
-            m.iter().filter(|r| r.hostname == sensor).count() >= 3 * names.len()
+        let m = syslog.wait_for(Duration::from_secs(15), |m| {
+            ["tcp", "udp", "tls"]
+                .iter()
+                .all(|l| m.iter().filter(|r| r.hostname == sensor && r.listener == *l).count() >= names.len())
         });
         for listener in ["tcp", "udp", "tls"] {
             let recs: Vec<&Received> = m.iter().filter(|r| r.hostname == sensor && r.listener == listener).collect();

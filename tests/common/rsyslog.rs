@@ -5,16 +5,23 @@
 //! TLS (imtcp, RFC 5425, TLS required; TLS 1.2 and 1.3). Each listener has its own ruleset writing one JSON object
 //! per received message to its own file, which [`Rsyslog::messages`] reads back.
 //!
-//! Needs `rsyslogd` with the OpenSSL driver (Debian: `rsyslog`, `rsyslog-openssl`) and the `openssl` CLI, which
-//! makes a throw-away CA and a server certificate for `127.0.0.1` / `localhost` on every start. (The GnuTLS driver
-//! is not used: in 8.2302 it makes DH parameters at every start, 0.1-1.1 s, and offers only TLS 1.2 by default.)
-//! Linux only: the SIGTERM of [`Rsyslog::stop`] is sent with `kill(1)`. Set `RSYSLOGD` to use another binary.
+//! Needs `rsyslogd` with the GnuTLS driver (Debian: `rsyslog`, `rsyslog-gnutls`) and the `openssl` CLI, which
+//! makes a throw-away CA and a server certificate for `127.0.0.1` / `localhost` on every start. Linux only: the
+//! SIGTERM of [`Rsyslog::stop`] is sent with `kill(1)`. Set `RSYSLOGD` to use another binary.
+//!
+//! Why GnuTLS and not rsyslog's OpenSSL driver: in rsyslogd 8.2302 the `ossl` driver closes a TLS session's socket
+//! twice, so whatever file or socket another thread opened in between under the same number is closed: messages
+//! then go to the wrong file or nowhere, listeners die (seen in about 5% of starts). GnuTLS costs 0.1-1 s of start
+//! time (DH parameters); `gnutlsPriorityString="NORMAL"` makes it offer TLS 1.3 besides 1.2.
 //!
 //! What rsyslog does to messages (rsyslogd 8.2302): `raw` is the message as sent, without the octet-count prefix
 //! or the LF of LF framing; control characters are kept as they are (escaping on receive is off); one trailing LF
-//! inside a frame or datagram is dropped (`parser.dropTrailingLFOnReception`, default on); messages longer than
-//! 64 KiB are truncated. Fields that are NILVALUE (`-`) in an RFC 5424 message read back as `"-"`, except
-//! `msg`, which is then `""`.
+//! inside a frame or datagram is dropped (`parser.dropTrailingLFOnReception`, default on). Over TCP a message
+//! longer than 64 KiB is cut after 65536 bytes and the rest (less a byte) arrives as a message of its own (and a
+//! warning in the internal log). Fields that are NILVALUE (`-`) in an RFC 5424 message read back as `"-"`,
+//! except `msg`, which is then `""`. Messages of one connection keep their order; those of separate connections,
+//! even ones made one after the other, may be written in another order (imtcp serves sessions from worker
+//! threads).
 //!
 //! Files in `dir`: `rsyslog.conf`, `rsyslogd.pid`, `rsyslogd.log` (rsyslogd's stdout and stderr, all runs),
 //! `rsyslog-internal.log` (rsyslogd's own messages: start/stop banners, TLS errors), `rsyslog-{tcp,udp,tls}.jsonl`
@@ -34,6 +41,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const PROBE_APP_NAME: &str = "kavwatch-rsyslog-probe";
 
 const START_TIMEOUT: Duration = Duration::from_secs(20);
+const STUCK_AFTER: Duration = Duration::from_secs(5);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(20);
 const LISTENERS: [&str; 3] = ["tcp", "udp", "tls"];
@@ -107,7 +115,7 @@ impl Rsyslog {
         rsyslog.make_certs();
         fs::create_dir_all(rsyslog.path(WORK)).expect("creating rsyslog work dir");
         fs::write(rsyslog.path(CONF), rsyslog.config()).expect("writing rsyslog.conf");
-        rsyslog.launch();
+        rsyslog.launch(true);
         rsyslog
     }
 
@@ -174,10 +182,11 @@ impl Rsyslog {
     /// certificates; output files are appended to, so earlier messages stay.
     pub fn restart(&mut self) {
         self.stop();
-        self.launch();
+        self.launch(false);
     }
 
-    /// Every message received so far, probes excluded: tcp's in arrival order, then udp's, then tls's.
+    /// Every message received so far, probes excluded: tcp's, then udp's, then tls's, each in the order rsyslogd
+    /// wrote them (the order sent within one connection; across connections not necessarily).
     pub fn messages(&self) -> Vec<Received> {
         LISTENERS.iter().flat_map(|l| self.read_listener(l)).filter(|m| m.app_name != PROBE_APP_NAME).collect()
     }
@@ -239,7 +248,7 @@ template(name="kw_json" type="list" option.jsonf="on") {{
 input(type="imtcp" name="kw_tcp" address="127.0.0.1" port="{tcp}" ruleset="kw_tcp")
 input(type="imudp" name="kw_udp" address="127.0.0.1" port="{udp}" ruleset="kw_udp")
 input(type="imtcp" name="kw_tls" address="127.0.0.1" port="{tls}" ruleset="kw_tls"
-  streamDriver.name="ossl" streamDriver.mode="1" streamDriver.authMode="anon"
+  streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon" gnutlsPriorityString="NORMAL"
   streamDriver.CAFile="{ca}" streamDriver.certFile="{cert}" streamDriver.keyFile="{key}")
 
 # The default ruleset gets only rsyslogd's own messages (no input is bound to it).
@@ -292,9 +301,39 @@ input(type="imtcp" name="kw_tls" address="127.0.0.1" port="{tls}" ruleset="kw_tl
         );
     }
 
-    /// Spawns rsyslogd and waits until each listener has delivered a probe to its file.
-    fn launch(&mut self) {
+    /// Spawns rsyslogd and waits until each listener has delivered a probe to its file. Should the listeners take
+    /// probes but not deliver them (see `await_probes`), or rsyslogd report an epoll error (a dead listener: seen
+    /// with the ossl driver) or a taken port, that instance is killed and started again, within the same 20 s; on
+    /// a taken port the first start (`may_pick_ports`) moves to new free ports, a restart keeps its ports.
+    fn launch(&mut self, may_pick_ports: bool) {
         let deadline = Instant::now() + START_TIMEOUT;
+        let mut earlier = String::new();
+        loop {
+            let log_start = self.spawn();
+            let why = match self.await_probes(deadline, log_start) {
+                Ok(()) => {
+                    if !earlier.is_empty() {
+                        eprintln!("rsyslog: started again after a failed start:\n{earlier}");
+                    }
+                    return;
+                }
+                Err(Failure::PortBusy(why)) if may_pick_ports && Instant::now() < deadline => {
+                    (self.tcp_port, self.udp_port, self.tls_port) = free_ports();
+                    fs::write(self.path(CONF), self.config()).expect("writing rsyslog.conf");
+                    why
+                }
+                Err(Failure::Stuck(why) | Failure::PortBusy(why)) if Instant::now() < deadline => why,
+                Err(Failure::Exited(why) | Failure::Stuck(why) | Failure::PortBusy(why)) => {
+                    self.fail(&why, log_start, &earlier)
+                }
+            };
+            self.kill();
+            earlier.push_str(&format!("{why}\n{}", self.log_since(log_start)));
+        }
+    }
+
+    /// Starts the child; returns where its output starts in rsyslogd.log.
+    fn spawn(&mut self) -> u64 {
         let _ = fs::remove_file(self.path(PID)); // stale after a SIGKILL; rsyslogd refuses to start over it
         let log = OpenOptions::new().create(true).append(true).open(self.path(LOG)).expect("opening rsyslogd.log");
         let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
@@ -307,52 +346,97 @@ input(type="imtcp" name="kw_tls" address="127.0.0.1" port="{tls}" ruleset="kw_tl
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", rsyslogd().display()));
         self.child = Some(child);
+        log_start
+    }
 
+    /// Sends probes until each listener has written its own, in the order rsyslogd opens them: TCP, then TLS
+    /// (after GnuTLS has made its DH parameters), then UDP; again while unseen, TCP and TLS every 500 ms on a new
+    /// connection, UDP every 20 ms. Stuck: nothing delivered 5 s after the TLS handshake first worked, or 10 s after
+    /// TCP first connected.
+    fn await_probes(&mut self, deadline: Instant, log_start: u64) -> Result<(), Failure> {
         let nonce = format!("{}-{}-{}", std::process::id(), PROBE_SEQ.fetch_add(1, Ordering::Relaxed), nanos());
         let probe = |listener: &str| format!("<15>1 - - {PROBE_APP_NAME} - - - {listener} {nonce}");
-        let (mut tcp_sent, mut tls_sent, mut udp_last) = (false, false, None::<Instant>);
+        let mut last: [Option<Instant>; 3] = [None; 3];
+        let (mut tcp_up, mut tls_up) = (None::<Instant>, None::<Instant>);
         loop {
             if let Ok(Some(status)) = self.child.as_mut().expect("child").try_wait() {
-                self.fail(&format!("rsyslogd exited with {status} while starting"), log_start);
+                return Err(Failure::Exited(format!("rsyslogd exited with {status} while starting")));
             }
             let seen = LISTENERS.map(|l| {
                 let want = format!("{l} {nonce}");
                 self.read_listener(l).iter().any(|m| m.app_name == PROBE_APP_NAME && m.msg == want)
             });
             if seen == [true; 3] {
-                return;
+                return Ok(());
+            }
+            let missing: Vec<_> = LISTENERS.iter().zip(seen).filter(|(_, s)| !s).map(|(l, _)| *l).collect();
+            let log = self.log_since(log_start);
+            if log.contains("Address already in use") {
+                return Err(Failure::PortBusy(format!("a port is taken; no probe yet on {missing:?}")));
+            }
+            if log.contains("epoll_ctl failed") {
+                return Err(Failure::Stuck(format!("rsyslogd reported an epoll error; no probe yet on {missing:?}")));
+            }
+            let stuck = tls_up.is_some_and(|t| t.elapsed() >= STUCK_AFTER)
+                || tcp_up.is_some_and(|t| t.elapsed() >= 2 * STUCK_AFTER);
+            if stuck {
+                return Err(Failure::Stuck(format!("listening, but no probe delivered on {missing:?}")));
             }
             if Instant::now() >= deadline {
-                let missing: Vec<_> = LISTENERS.iter().zip(seen).filter(|(_, s)| !s).map(|(l, _)| *l).collect();
-                self.fail(&format!("no probe received on {missing:?} within {START_TIMEOUT:?}"), log_start);
+                return Err(Failure::Stuck(format!("no probe received on {missing:?} within {START_TIMEOUT:?}")));
             }
-            if !tcp_sent {
-                tcp_sent = send_tcp(self.tcp_port, &octet_frame(&probe("tcp")));
-            }
-            if !tls_sent {
-                tls_sent = send_tls_openssl(self.tls_port, &self.ca_path(), &octet_frame(&probe("tls")));
-            }
-            if !seen[1] && udp_last.is_none_or(|t| t.elapsed() >= Duration::from_millis(100)) {
-                udp_last = Some(Instant::now());
-                send_udp(self.udp_port, &probe("udp"));
+            // LISTENERS is tcp, udp, tls; probe tcp, tls, udp in turn.
+            for i in [0, 2, 1] {
+                let listener = LISTENERS[i];
+                let every = Duration::from_millis(if listener == "udp" { 20 } else { 500 });
+                let turn = match listener {
+                    "tcp" => true,
+                    "tls" => tcp_up.is_some(),
+                    _ => tls_up.is_some(),
+                };
+                if seen[i] || !turn || last[i].is_some_and(|t| t.elapsed() < every) {
+                    continue;
+                }
+                let frame = probe(listener);
+                let sent = match listener {
+                    "tcp" => send_tcp(self.tcp_port, &octet_frame(&frame)),
+                    "tls" => send_tls_openssl(self.tls_port, &self.ca_path(), &octet_frame(&frame)),
+                    _ => send_udp(self.udp_port, &frame),
+                };
+                if sent {
+                    last[i] = Some(Instant::now());
+                    match listener {
+                        "tcp" => tcp_up = tcp_up.or(last[i]),
+                        "tls" => tls_up = tls_up.or(last[i]),
+                        _ => {}
+                    }
+                }
             }
             std::thread::sleep(POLL);
         }
     }
 
-    /// Kills rsyslogd and panics with what it said since `log_start`.
-    fn fail(&mut self, why: &str, log_start: u64) -> ! {
+    fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    fn log_since(&self, log_start: u64) -> String {
         let log = fs::read(self.path(LOG)).unwrap_or_default();
-        let log = String::from_utf8_lossy(log.get(log_start as usize..).unwrap_or_default());
+        String::from_utf8_lossy(log.get(log_start as usize..).unwrap_or_default()).into_owned()
+    }
+
+    /// Kills rsyslogd and panics with what it said since `log_start` (and in earlier attempts).
+    fn fail(&mut self, why: &str, log_start: u64, earlier: &str) -> ! {
+        self.kill();
         panic!(
-            "rsyslogd ({}) did not come up: {why}\nconfig: {}\n--- rsyslogd stdout/stderr ---\n{log}\n\
-             --- {INTERNAL} ---\n{}",
+            "rsyslogd ({}) did not come up: {why}\nconfig: {}\n--- earlier attempts ---\n{earlier}\n\
+             --- rsyslogd stdout/stderr ---\n{}\n--- {INTERNAL} ---\n{}",
             rsyslogd().display(),
             self.path(CONF).display(),
+            self.log_since(log_start),
             self.internal_log()
         );
     }
@@ -374,11 +458,17 @@ input(type="imtcp" name="kw_tls" address="127.0.0.1" port="{tls}" ruleset="kw_tl
 
 impl Drop for Rsyslog {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.kill();
     }
+}
+
+enum Failure {
+    /// rsyslogd exited: starting it again would not help.
+    Exited(String),
+    /// rsyslogd runs but a listener does not deliver.
+    Stuck(String),
+    /// rsyslogd could not bind a port: `start` picks new ones, `restart` tries again.
+    PortBusy(String),
 }
 
 /// `msg` framed by octet counting (RFC 6587 3.4.1 / RFC 5425): `"<len> <msg>"`, len in bytes.
@@ -425,10 +515,10 @@ fn send_tcp(port: u16, data: &str) -> bool {
     }
 }
 
-fn send_udp(port: u16, data: &str) {
-    if let Ok(s) = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)) {
-        let _ = s.send_to(data.as_bytes(), (Ipv4Addr::LOCALHOST, port));
-    }
+fn send_udp(port: u16, data: &str) -> bool {
+    UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|s| s.send_to(data.as_bytes(), (Ipv4Addr::LOCALHOST, port)))
+        .is_ok()
 }
 
 /// Sends `data` over TLS with `openssl s_client` (verifying the certificate for 127.0.0.1); true if it exited 0.

@@ -542,3 +542,37 @@ fn live_alerts_survive_a_collector_restart_mid_stream() {
     }
     assert!(err.contains(&format!("alerts {} raised", ids_file.len())), "the stats line counts alerts: {err}");
 }
+
+#[test]
+fn bpf_filters_in_the_kernel_with_both_engines() {
+    need_root!();
+    let d = tmpdir("live-bpf");
+    let ns = Netns::new("bpf");
+    for engine in ["afpacket", "pcap"] {
+        let (ev, rep) = (d.join(format!("{engine}.json")), d.join(format!("{engine}-report.json")));
+        let live = Live::start(
+            &ns,
+            &d,
+            &[
+                "--engine",
+                engine,
+                "--bpf",
+                "udp port 53",
+                "--events",
+                ev.to_str().unwrap(),
+                "--report",
+                rep.to_str().unwrap(),
+            ],
+        );
+        // HTTP and TLS name Kaspersky servers too, but the filter lets only DNS over UDP through.
+        ns.replay(&[captures().join("dns-udp.pcap"), captures().join("http.pcap"), captures().join("tls13.pcap")], &[]);
+        let (code, err) = live.stop();
+        assert_eq!(code, 0, "{err}");
+        let events = json_lines(&ev);
+        assert!(!events.is_empty(), "{engine}");
+        assert!(events.iter().all(|e| e["event_type"] == "dns" && e["proto"] == "UDP"), "{engine}: {events:?}");
+        let packets = json(&rep)["stats"]["packets"].as_u64().unwrap();
+        // tcpdump -r captures/dns-udp.pcap "udp port 53" counts 22 (the other 8 are ICMPv6).
+        assert_eq!(packets, 22, "{engine}: only the DNS packets of dns-udp.pcap pass the filter");
+    }
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Ground truth for the tests, from tshark (an independent decoder), for every capture in
-a folder: each DNS query name, TLS ClientHello SNI and HTTP Host, with the client, the
+a folder: each DNS query name, TLS (and QUIC) ClientHello SNI and HTTP Host, with the client, the
 VLAN tags, the count and whether it is after the 2024-09-29T04:00:00Z cutoff. All names,
 Kaspersky or not: the tests decide which ones the rules must match.
 
@@ -14,7 +14,7 @@ import sys
 
 CUTOFF = 1727582400  # 2024-09-29T04:00:00Z
 FIELDS = ["frame.time_epoch", "ip.src", "ipv6.src", "ieee8021ad.id", "vlan.id", "dns.flags.response", "dns.qry.name",
-          "tls.handshake.type", "tls.handshake.extensions_server_name", "http.request", "http.host"]
+          "tls.handshake.type", "tls.handshake.extensions_server_name", "http.request", "http.host", "quic.version"]
 
 
 def norm(name):
@@ -48,7 +48,9 @@ def truth(path):
                 if resp in ("0", "False"):
                     seen[(client, norm(name), "dns", after, vlan)] += 1
         if r["tls.handshake.extensions_server_name"] and "1" in r["tls.handshake.type"].split("|"):
-            seen[(client, norm(r["tls.handshake.extensions_server_name"].split("|")[0]), "tls", after, vlan)] += 1
+            # tshark decrypts QUIC Initials too: a ClientHello inside QUIC is a "quic" event.
+            via = "quic" if r["quic.version"] else "tls"
+            seen[(client, norm(r["tls.handshake.extensions_server_name"].split("|")[0]), via, after, vlan)] += 1
         if r["http.request"] and r["http.host"]:
             for host in r["http.host"].split("|"):
                 h = host.rsplit(":", 1)[0] if host.count(":") == 1 else host.strip("[]")

@@ -10,6 +10,7 @@ pub enum Via {
     Dns,
     Tls,
     Http,
+    Quic,
 }
 
 impl Via {
@@ -18,6 +19,7 @@ impl Via {
             Via::Dns => "dns",
             Via::Tls => "tls",
             Via::Http => "http",
+            Via::Quic => "quic",
         }
     }
 }
@@ -60,7 +62,10 @@ pub struct TlsDetail {
     pub ja4: String,
     pub ja3: String,
     pub ja3_full: String,
+    /// TLS records the ClientHello spanned (0 over QUIC).
     pub records: u16,
+    /// Over QUIC: the version of its Initial packets (1, or 0x6b3343cf for v2).
+    pub quic_version: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -100,8 +105,9 @@ pub struct Observation {
 
 impl Observation {
     pub fn via(&self) -> Via {
-        match self.detail {
+        match &self.detail {
             Detail::Dns(_) => Via::Dns,
+            Detail::Tls(t) if t.quic_version.is_some() => Via::Quic,
             Detail::Tls(_) => Via::Tls,
             Detail::Http(_) => Via::Http,
         }

@@ -253,7 +253,10 @@ impl<S: PacketSink> Reader<S> {
     fn decoded(&mut self, d: &Decoded<'_>, map: Option<&Arc<Mmap>>, ts_ns: i64, pos: Position) {
         self.stats.decoded += 1;
         let wanted = match d.transport {
-            Transport::Udp => (d.sport == 53 || d.dport == 53) && !d.payload.is_empty(),
+            Transport::Udp => {
+                ((d.sport == 53 || d.dport == 53) && !d.payload.is_empty())
+                    || crate::proto::quic::is_quic_long_header_initial(d.payload)
+            }
             Transport::Tcp { flags, .. } => !d.payload.is_empty() || flags & (TCP_SYN | TCP_RST) != 0,
         };
         if !wanted {

@@ -12,7 +12,7 @@ use crate::flow::FlowKey;
 use crate::flow::reassembly::{Added, Stream};
 use crate::flow::table::FlowTable;
 use crate::observation::{Detail, DnsAnswer, DnsDetail, HttpDetail, Observation, Position, TlsDetail};
-use crate::proto::{dns, http, tls};
+use crate::proto::{dns, http, quic, tls};
 use crate::rules::matcher::Rules;
 
 /// Client bytes kept per TCP stream until the ClientHello or HTTP request headers are whole.
@@ -22,6 +22,19 @@ const DNS_STREAM_CAP: usize = 65_537;
 /// A DNS response counts as the answer to a query seen at most this long before it.
 const DNS_ANSWER_WINDOW_NS: i64 = 10_000_000_000;
 const DNS_PENDING_MAX: usize = 16_384;
+/// QUIC connections whose ClientHello is being put together from Initial packets.
+const QUIC_PENDING_MAX: usize = 4096;
+/// A QUIC ClientHello not whole within this time is given up.
+const QUIC_WINDOW_NS: i64 = 10_000_000_000;
+
+/// A QUIC client's Initial packets so far: the keys of its first Initial (later ones may go to
+/// a new connection id but keep them, RFC 9001 5.2) and the CRYPTO stream.
+struct QuicPending {
+    first_ns: i64,
+    client: (IpAddr, u16),
+    keys: quic::InitialKeys,
+    crypto: quic::CryptoAssembler,
+}
 
 /// Limits of one worker's state.
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +101,12 @@ pub struct WorkerStats {
     /// reassembly memory full, or flow evicted/expired/ended while incomplete.
     pub reassembly_gave_up: u64,
     pub dns_unanswered_evicted: u64,
+    /// QUIC client Initial packets decrypted, and datagrams that looked like one but did not open.
+    pub quic_initials: u64,
+    pub quic_failed: u64,
+    pub quic_client_hellos: u64,
+    /// QUIC connections dropped before their ClientHello was whole (time out or table full).
+    pub quic_gave_up: u64,
 }
 
 impl WorkerStats {
@@ -105,6 +124,10 @@ impl WorkerStats {
         self.flows_expired += o.flows_expired;
         self.reassembly_gave_up += o.reassembly_gave_up;
         self.dns_unanswered_evicted += o.dns_unanswered_evicted;
+        self.quic_initials += o.quic_initials;
+        self.quic_failed += o.quic_failed;
+        self.quic_client_hellos += o.quic_client_hellos;
+        self.quic_gave_up += o.quic_gave_up;
     }
 }
 
@@ -152,6 +175,7 @@ pub struct Worker {
     /// Matched DNS queries waiting for their response: (flow, id) -> observations.
     dns_pending: FxHashMap<(FlowKey, u16), Vec<Observation>>,
     dns_swept_at: i64,
+    quic_pending: FxHashMap<FlowKey, QuicPending>,
     pub observations: Vec<Observation>,
     pub stats: WorkerStats,
 }
@@ -169,6 +193,7 @@ impl Worker {
             reassembly_held: 0,
             dns_pending: FxHashMap::default(),
             dns_swept_at: i64::MIN,
+            quic_pending: FxHashMap::default(),
             observations: Vec::new(),
             stats: WorkerStats::default(),
         }
@@ -181,6 +206,8 @@ impl Worker {
             Transport::Udp => {
                 if has_port(&m.key, 53) && !payload.is_empty() {
                     self.dns_message(m, payload, m.ts_ns);
+                } else if quic::is_quic_long_header_initial(payload) || self.quic_pending.contains_key(&m.key) {
+                    self.quic_datagram(m, payload);
                 }
             }
             Transport::Tcp { seq, flags } => self.tcp(m, seq, flags, payload),
@@ -229,6 +256,100 @@ impl Worker {
                 keep
             });
             self.observations.append(&mut expired);
+            let before = self.quic_pending.len();
+            self.quic_pending.retain(|_, q| now - q.first_ns <= QUIC_WINDOW_NS);
+            self.stats.quic_gave_up += (before - self.quic_pending.len()) as u64;
+        }
+    }
+
+    /// A UDP datagram that may carry a QUIC client's Initial packets: decrypt them, put the
+    /// CRYPTO stream together, and read the ClientHello once it is whole.
+    fn quic_datagram(&mut self, m: &PacketMeta, payload: &[u8]) {
+        let pending = self.quic_pending.get(&m.key);
+        // Only the client's packets: the server's Initials use other keys.
+        if pending.is_some_and(|q| q.client != m.src()) {
+            return;
+        }
+        let parsed = match pending {
+            Some(q) => quic::parse_datagram_with_keys(payload, &q.keys),
+            None => quic::parse_datagram(payload),
+        };
+        let dg = match parsed {
+            Ok(dg) => dg,
+            Err(_) => {
+                self.stats.quic_failed += 1;
+                return;
+            }
+        };
+        if !self.quic_pending.contains_key(&m.key) {
+            if self.quic_pending.len() >= QUIC_PENDING_MAX {
+                // Under a flood of Initials, start over rather than scan: counted.
+                self.stats.quic_gave_up += self.quic_pending.len() as u64;
+                self.quic_pending.clear();
+            }
+            let first = &dg.initials[0];
+            let Ok(keys) = quic::InitialKeys::client(first.version, first.dcid.as_bytes()) else {
+                self.stats.quic_failed += 1;
+                return;
+            };
+            let q = QuicPending { first_ns: m.ts_ns, client: m.src(), keys, crypto: quic::CryptoAssembler::new() };
+            self.quic_pending.insert(m.key, q);
+        }
+        let q = self.quic_pending.get_mut(&m.key).expect("inserted above");
+        self.stats.quic_initials += dg.initials.len() as u64;
+        for p in &dg.initials {
+            if q.crypto.add_packet(p).is_err() {
+                self.stats.quic_failed += 1;
+                self.quic_pending.remove(&m.key);
+                self.stats.quic_gave_up += 1;
+                return;
+            }
+        }
+        let hello = match q.crypto.client_hello() {
+            Ok(Some(msg)) => quic::as_tls_record(msg).ok().and_then(|r| tls::parse_client_hello(&r).ok()),
+            Ok(None) => return,
+            Err(_) => None,
+        };
+        let version = q.keys.version();
+        self.quic_pending.remove(&m.key);
+        let Some(ch) = hello else {
+            self.stats.quic_failed += 1;
+            return;
+        };
+        self.stats.quic_client_hellos += 1;
+        self.client_hello(m, &ch, Some(version));
+    }
+
+    /// A ClientHello (over TCP, or QUIC when `quic_version` is set): an observation if a rule matches its SNI.
+    fn client_hello(&mut self, m: &PacketMeta, ch: &tls::ClientHello, quic_version: Option<u32>) {
+        let Some(sni) = &ch.sni else {
+            return;
+        };
+        let mut versions = ch.supported_versions.clone();
+        if versions.is_empty() {
+            versions.push(ch.legacy_version);
+        }
+        // JA4 and JA3 are filled in below, only for a name a rule matched.
+        let detail = TlsDetail {
+            versions,
+            alpn: ch.alpn.clone(),
+            ech: ch.ech,
+            ja4: String::new(),
+            ja3: String::new(),
+            ja3_full: String::new(),
+            records: if quic_version.is_some() { 0 } else { ch.records },
+            quic_version,
+        };
+        if let Some(mut o) = self.observe(m, m.ts_ns, m.src().0, sni, Detail::Tls(detail)) {
+            if let Detail::Tls(t) = &mut o.detail {
+                t.ja4 = ch.ja4();
+                if quic_version.is_some() {
+                    // JA4 over QUIC starts with 'q' instead of 't'.
+                    t.ja4.replace_range(..1, "q");
+                }
+                (t.ja3_full, t.ja3) = ch.ja3();
+            }
+            self.observations.push(o);
         }
     }
 
@@ -539,29 +660,7 @@ impl Worker {
             Ok(ch) => {
                 self.stats.tls_client_hellos += 1;
                 self.done(m);
-                if let Some(sni) = &ch.sni {
-                    let mut versions = ch.supported_versions.clone();
-                    if versions.is_empty() {
-                        versions.push(ch.legacy_version);
-                    }
-                    // JA4 and JA3 are filled in below, only for a name a rule matched.
-                    let detail = TlsDetail {
-                        versions,
-                        alpn: ch.alpn.clone(),
-                        ech: ch.ech,
-                        ja4: String::new(),
-                        ja3: String::new(),
-                        ja3_full: String::new(),
-                        records: ch.records,
-                    };
-                    if let Some(mut o) = self.observe(m, m.ts_ns, m.src().0, sni, Detail::Tls(detail)) {
-                        if let Detail::Tls(t) = &mut o.detail {
-                            t.ja4 = ch.ja4();
-                            (t.ja3_full, t.ja3) = ch.ja3();
-                        }
-                        self.observations.push(o);
-                    }
-                }
+                self.client_hello(m, &ch, None);
             }
         }
     }

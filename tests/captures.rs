@@ -235,7 +235,7 @@ fn stdin_directories_and_csv() {
     let o = run(&["analyze", captures().to_str().unwrap()]);
     assert!(o.status.success());
     let table = stdout(&o);
-    assert!(table.contains("10.99.0.17") && table.contains("Totals: 21 input(s)"), "{table}");
+    assert!(table.contains("10.99.0.17") && table.contains("Totals: 22 input(s)"), "{table}");
     let d = tmpdir("csv");
     let csv = d.join("r.csv");
     assert!(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// Ethernet captures that tcpreplay can put on a veth as they are.
-const REPLAYED: [&str; 11] = [
+const REPLAYED: [&str; 12] = [
     "demo.pcapng",
     "dns-udp.pcap",
     "dns-tcp.pcap",
@@ -24,6 +24,7 @@ const REPLAYED: [&str; 11] = [
     "tls12.pcap",
     "tls13.pcap",
     "vlan.pcap",
+    "quic-h3.pcap",
 ];
 
 fn is_root() -> bool {

@@ -52,6 +52,8 @@ struct TlsOut<'a> {
     ja3: &'a str,
     ja3_full: &'a str,
     records: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quic_version: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -145,6 +147,11 @@ pub fn write_events(
                     ja3: &t.ja3,
                     ja3_full: &t.ja3_full,
                     records: t.records,
+                    quic_version: t.quic_version.map(|v| match v {
+                        1 => "1".to_string(),
+                        0x6b33_43cf => "2".to_string(),
+                        v => format!("0x{v:08x}"),
+                    }),
                 })
             }
             Detail::Http(h) => {

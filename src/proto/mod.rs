@@ -5,4 +5,5 @@ pub mod dns;
 pub mod http;
 pub mod ja3;
 pub mod name;
+pub mod quic;
 pub mod tls;

@@ -103,7 +103,23 @@ pub struct Observation {
     pub detail: Detail,
 }
 
+/// Public resolvers Kaspersky products fall back to when system DNS does not give them their
+/// servers' addresses (KES-DE, KSK-PT in the indicators file): 8.8.8.8, 1.1.1.1, 223.6.6.6,
+/// 9.9.9.9, 185.228.168.168.
+pub const PUBLIC_RESOLVERS: [[u8; 4]; 5] =
+    [[8, 8, 8, 8], [1, 1, 1, 1], [223, 6, 6, 6], [9, 9, 9, 9], [185, 228, 168, 168]];
+
 impl Observation {
+    /// A DNS observation whose resolver side (the query's destination, or a lone response's
+    /// source) is one of [`PUBLIC_RESOLVERS`].
+    pub fn public_resolver(&self) -> bool {
+        let Detail::Dns(d) = &self.detail else {
+            return false;
+        };
+        let resolver = if d.response_only { self.src } else { self.dst };
+        matches!(resolver, IpAddr::V4(v4) if PUBLIC_RESOLVERS.contains(&v4.octets()))
+    }
+
     pub fn via(&self) -> Via {
         match &self.detail {
             Detail::Dns(_) => Via::Dns,

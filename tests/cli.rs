@@ -234,3 +234,46 @@ fn snaplen_cut_packets_are_counted_and_read_as_far_as_they_go() {
     assert_eq!(r["stats"]["dns_malformed"], 1, "the cut query is not a whole DNS message");
     assert_eq!(r["hosts"][0]["categories"]["update"], 1, "the whole one is read");
 }
+
+#[test]
+fn asking_a_public_resolver_for_kaspersky_names_is_flagged() {
+    let d = tmpdir("public-dns");
+    let q = |ts, src: [u8; 4], dst: [u8; 4], id| {
+        (ts, udp_frame(src, dst, 40000 + id, 53, &dns_query(id, b"s01.upd.kaspersky.com", 1)))
+    };
+    // 10.0.0.5 asks the corporate resolver, then 8.8.8.8 and 185.228.168.168 (the fallback);
+    // 10.0.0.6 asks only the corporate resolver; 10.0.0.7 asks 8.8.4.4, which is not on the list.
+    let cap = write(
+        &d,
+        "fallback.pcap",
+        &pcap(
+            1,
+            &[
+                q(AFTER_US, [10, 0, 0, 5], [10, 0, 0, 1], 1),
+                q(AFTER_US + 1, [10, 0, 0, 5], [8, 8, 8, 8], 2),
+                q(AFTER_US + 2, [10, 0, 0, 5], [185, 228, 168, 168], 3),
+                q(AFTER_US + 3, [10, 0, 0, 6], [10, 0, 0, 1], 4),
+                q(AFTER_US + 4, [10, 0, 0, 7], [8, 8, 4, 4], 5),
+            ],
+        ),
+    );
+    let (ev, rep) = (d.join("ev.json"), d.join("r.json"));
+    let o = run(&["analyze", "-q", &cap, "--events", ev.to_str().unwrap(), "--report", rep.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let public: Vec<bool> = json_lines(&ev).iter().map(|e| e["dns"]["public_resolver"].as_bool().unwrap()).collect();
+    assert_eq!(public, [false, true, true, false, false]);
+    let r = json(&rep);
+    let flags: std::collections::BTreeMap<String, serde_json::Value> = r["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["ip"].as_str().unwrap().to_string(), h["flags"].clone()))
+        .collect();
+    assert_eq!(flags["10.0.0.5"], serde_json::json!(["public-dns-fallback"]));
+    assert!(flags["10.0.0.6"].is_null() && flags["10.0.0.7"].is_null(), "{flags:?}");
+    let csv = d.join("r.csv");
+    assert!(run(&["analyze", "-q", &cap, "--report", csv.to_str().unwrap()]).status.success());
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.lines().next().unwrap().ends_with(",flags"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("10.0.0.5,") && l.ends_with(",public-dns-fallback")), "{text}");
+}

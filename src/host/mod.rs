@@ -71,9 +71,20 @@ pub struct Host {
     pub mac_counts: BTreeMap<[u8; 6], u64>,
     /// The latest observations, oldest first.
     pub recent: VecDeque<Observation>,
+    /// Asked a public resolver (see `observation::PUBLIC_RESOLVERS`) for a Kaspersky name.
+    pub public_dns_fallback: bool,
 }
 
 impl Host {
+    /// Notes about the host beyond its verdict: `public-dns-fallback`.
+    pub fn flags(&self) -> Vec<String> {
+        let mut f = Vec::new();
+        if self.public_dns_fallback {
+            f.push("public-dns-fallback".to_string());
+        }
+        f
+    }
+
     pub fn verdict(&self) -> Verdict {
         if self.last_after_cutoff_ns.is_some() {
             Verdict::ActiveAfterCutoff
@@ -191,7 +202,9 @@ impl HostTable {
             mac: None,
             mac_counts: BTreeMap::new(),
             recent: VecDeque::new(),
+            public_dns_fallback: false,
         });
+        h.public_dns_fallback |= o.public_resolver();
         h.first_ns = h.first_ns.min(o.ts_ns);
         h.last_ns = h.last_ns.max(o.ts_ns);
         *h.categories.entry(rule.category).or_default() += 1;

@@ -40,6 +40,8 @@ struct DnsOut<'a> {
     rcode: Option<String>,
     answers: Vec<AnswerOut<'a>>,
     response_only: bool,
+    /// The resolver is a public one Kaspersky falls back to.
+    public_resolver: bool,
 }
 
 #[derive(Serialize)]
@@ -135,6 +137,7 @@ pub fn write_events(
                         })
                         .collect(),
                     response_only: d.response_only,
+                    public_resolver: o.public_resolver(),
                 })
             }
             Detail::Tls(t) => {

@@ -206,10 +206,11 @@ fn host_row(s: &mut String, h: &HostRow, large: bool) {
     let top: Vec<String> = h.domains.iter().take(3).map(|d| format!("{} ({})", esc(&d.domain), d.count)).collect();
     let _ = write!(
         s,
-        "<td>{}</td><td>{}</td><td class=\"muted\">&mdash;</td><td>{}</td><td class=\"verdict {v}\">{v}</td><td>{}</td><td data-k=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td>",
+        "<td>{}</td><td>{}</td><td class=\"muted\">&mdash;</td><td>{}</td><td class=\"verdict {v}\">{v}{}</td><td>{}</td><td data-k=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td>",
         esc(&h.ip.to_string()),
         if vlan.is_empty() { "&ndash;".into() } else { esc(&vlan) },
         h.mac.as_deref().map(esc).unwrap_or_else(|| "&ndash;".into()),
+        h.flags.iter().map(|f| format!("<br><small>{}</small>", esc(f))).collect::<String>(),
         cats.join(", "),
         esc(h.last_seen_after_cutoff.as_deref().unwrap_or("")),
         h.last_seen_after_cutoff.as_deref().map(|t| esc(&human(t))).unwrap_or_else(|| "&ndash;".into()),

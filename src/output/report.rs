@@ -70,6 +70,9 @@ pub struct HostRow {
     /// The sensors whose captures showed this host.
     #[serde(default)]
     pub sensors: Vec<String>,
+    /// `public-dns-fallback`: asked a public resolver for a Kaspersky name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
     /// The latest observations, for the reader of the HTML report.
     #[serde(default)]
     pub evidence: Vec<Evidence>,
@@ -199,6 +202,7 @@ impl Report {
                     .collect(),
                 domains_dropped: h.domains_dropped,
                 sensors: vec![sensor.to_string()],
+                flags: h.flags(),
                 evidence: h.recent.iter().map(evidence_of).collect(),
             })
             .collect();
@@ -250,7 +254,7 @@ impl Report {
         for c in Category::ALL {
             let _ = write!(s, ",{}", c.as_str());
         }
-        s.push_str(",domains,mac\n");
+        s.push_str(",domains,mac,flags\n");
         for h in &self.hosts {
             let _ = write!(
                 s,
@@ -266,7 +270,13 @@ impl Report {
                 let _ = write!(s, ",{}", h.categories.get(&c).copied().unwrap_or(0));
             }
             let domains: Vec<String> = h.domains.iter().map(|d| format!("{} ({})", d.domain, d.count)).collect();
-            let _ = writeln!(s, ",{},{}", csv_cell(&domains.join("; ")), h.mac.as_deref().unwrap_or(""));
+            let _ = writeln!(
+                s,
+                ",{},{},{}",
+                csv_cell(&domains.join("; ")),
+                h.mac.as_deref().unwrap_or(""),
+                h.flags.join(" ")
+            );
         }
         s
     }

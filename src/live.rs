@@ -176,8 +176,10 @@ pub fn run(
     let (tx, rx) = unbounded::<Msg>();
     let mut handles: Vec<JoinHandle<()>> = Vec::new();
     let mut next_id = 0;
+    // Each AF_PACKET socket has its worker: they share the limits.
+    let per_socket = opts.limits.per_worker(sources.afpacket.len());
     for (iface, sock, cfg) in sources.afpacket {
-        let (shared, stop, tx, limits) = (shared.clone(), stop_capture.clone(), tx.clone(), opts.limits);
+        let (shared, stop, tx, limits) = (shared.clone(), stop_capture.clone(), tx.clone(), per_socket);
         let (id, name) = (next_id, opts.interfaces[iface].clone());
         next_id += 1;
         let cap = Capture::new(id, iface, name, sock);
@@ -191,7 +193,7 @@ pub fn run(
             let (btx, brx) = bounded::<Batch>(64);
             senders.push(btx);
             let (shared, tx, free_tx) = (shared.clone(), tx.clone(), free_tx.clone());
-            let limits = Limits { max_flows: (opts.limits.max_flows / n).max(1024), ..opts.limits };
+            let limits = opts.limits.per_worker(n);
             let id = next_id;
             next_id += 1;
             handles.push(spawn(format!("kavwatch-worker-{id}"), move || {
@@ -211,7 +213,7 @@ pub fn run(
         }
     }
     drop(tx);
-    let mut sink = Sink::new(opts, &shared);
+    let mut sink = Sink::new(opts);
     let started = Instant::now();
     let mut last_stats = Instant::now();
     let mut last_report = Instant::now();
@@ -558,7 +560,7 @@ struct Sink {
 }
 
 impl Sink {
-    fn new(opts: &LiveOptions, _shared: &SharedRules) -> Sink {
+    fn new(opts: &LiveOptions) -> Sink {
         Sink {
             table: HostTable::new(opts.max_hosts),
             cutoff_override: opts.cutoff_override,

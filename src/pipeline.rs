@@ -304,11 +304,7 @@ pub fn run(inputs: &[PathBuf], rules: Arc<Rules>, opts: &Options) -> Analysis {
         senders.push(tx);
         let rules = rules.clone();
         let free_tx = free_tx.clone();
-        let limits = Limits {
-            max_flows: (opts.limits.max_flows / n).max(1024),
-            reassembly_bytes: opts.limits.reassembly_bytes / n,
-            ..opts.limits
-        };
+        let limits = opts.limits.per_worker(n);
         let h = std::thread::Builder::new()
             .name(format!("kavwatch-worker-{i}"))
             .spawn(move || {

@@ -45,6 +45,14 @@ pub struct Limits {
     pub reassembly_bytes: usize,
 }
 
+impl Limits {
+    /// One worker's share when `n` workers split these limits.
+    pub fn per_worker(&self, n: usize) -> Limits {
+        let n = n.max(1);
+        Limits { max_flows: (self.max_flows / n).max(1024), reassembly_bytes: self.reassembly_bytes / n, ..*self }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Limits {
         Limits { max_flows: 65_536, flow_idle_ns: 60_000_000_000, reassembly_bytes: 16 * 1024 * 1024 }

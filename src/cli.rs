@@ -13,6 +13,7 @@ use kavwatch::alert::deliver::{Delivery, DeliveryConfig};
 use kavwatch::alert::engine::{AlertEngine, EngineConfig};
 use kavwatch::alert::format::Format;
 use kavwatch::alert::{AlertStats, alert_observations};
+use kavwatch::attribution::Attributor;
 use kavwatch::capture::expand_inputs;
 use kavwatch::host::{HostTable, Verdict};
 use kavwatch::live::{Control, Engine, LiveOptions, LiveOutputs, open_sources};
@@ -509,7 +510,11 @@ fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
         limits: Limits { max_flows: a.max_flows.max(1024), ..Limits::default() },
         progress: !a.quiet,
     };
-    let analysis = pipeline::run(&inputs, rules.clone(), &opts);
+    let mut analysis = pipeline::run(&inputs, rules.clone(), &opts);
+    // Connections that named nothing: a DNS answer to the same client may.
+    let mut attributor = Attributor::default();
+    analysis.observations = attributor.process(std::mem::take(&mut analysis.observations), &rules, 0);
+    analysis.stats.observations = analysis.observations.len() as u64;
     let mut table = HostTable::new(usize::MAX);
     for o in &analysis.observations {
         table.add(o, &rules, cutoff_override);
@@ -522,6 +527,7 @@ fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     }
     drop(events_out);
     let mut report = Report::build(&RunInfo::of(&analysis), &hosts, &table.timeline, &rules, cutoff_ns, &sensor);
+    report.stats["attribution"] = serde_json::to_value(&attributor.stats).expect("stats serialise");
     let mut alerts_undelivered = false;
     if let Some(delivery) = delivery {
         let mut engine = AlertEngine::new(EngineConfig {

@@ -7,6 +7,7 @@
 //! [`host`] verdicts -> [`output`].
 
 pub mod alert;
+pub mod attribution;
 pub mod capture;
 pub mod decode;
 pub mod flow;

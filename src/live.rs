@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::alert::deliver::Delivery;
 use crate::alert::engine::AlertEngine;
 use crate::alert::{AlertStats, engine::EngineStats};
+use crate::attribution::{Attributor, LIVE_HOLD_NS};
 use crate::capture::afpacket::{AfPacketSocket, LiveError, LivePacket, RingConfig, SocketStats, compile_bpf};
 use crate::capture::file::RawPacket;
 use crate::capture::libpcap::PcapSource;
@@ -274,6 +275,10 @@ pub fn run(
     for h in handles {
         let _ = h.join();
     }
+    // Connections still waiting for a DNS answer from another worker: the last word.
+    let rules_now = shared.get();
+    let last = sink.attributor.finish(&rules_now);
+    sink.fold(last, &rules_now, &mut out)?;
     if let Some(e) = out.events.as_mut() {
         e.flush().map_err(|e| format!("writing events: {e}"))?;
     }
@@ -546,6 +551,7 @@ fn pcap_worker_thread(
 /// The sink's state: hosts, counters of every thread, alerts.
 struct Sink {
     table: HostTable,
+    attributor: Attributor,
     cutoff_override: Option<i64>,
     interfaces: Vec<String>,
     engine: &'static str,
@@ -563,6 +569,7 @@ impl Sink {
     fn new(opts: &LiveOptions) -> Sink {
         Sink {
             table: HostTable::new(opts.max_hosts),
+            attributor: Attributor::default(),
             cutoff_override: opts.cutoff_override,
             interfaces: opts.interfaces.clone(),
             engine: opts.engine.as_str(),
@@ -580,22 +587,8 @@ impl Sink {
         match m {
             Msg::Observations(rules, mut obs) => {
                 obs.sort_by_key(|o| o.sort_key());
-                for o in &obs {
-                    self.table.add(o, &rules, self.cutoff_override);
-                    if let Some((engine, delivery)) = out.alerts.as_mut()
-                        && let Some(mut a) = engine.observe(o, &rules)
-                    {
-                        a.evidence.input = self.interfaces.get(o.pos.input as usize).cloned();
-                        delivery.send(&a);
-                    }
-                }
-                if let Some(e) = out.events.as_mut() {
-                    write_events(e, &obs, &rules, Inputs::Interfaces(&self.interfaces), self.cutoff_override)
-                        .map_err(|e| format!("writing events: {e}"))?;
-                    e.flush().map_err(|e| format!("writing events: {e}"))?;
-                }
-                self.observations += obs.len() as u64;
-                self.events += obs.len() as u64;
+                let obs = self.attributor.process(obs, &rules, LIVE_HOLD_NS);
+                self.fold(obs, &rules, out)?;
             }
             Msg::Reader { id, stats, first_ts, last_ts } => {
                 self.readers.insert(id, (*stats, first_ts, last_ts));
@@ -608,6 +601,27 @@ impl Sink {
             }
             Msg::Log(line) => eprintln!("{line}"),
         }
+        Ok(())
+    }
+
+    /// Observations into the host table, alerts and events.
+    fn fold(&mut self, obs: Vec<Observation>, rules: &Rules, out: &mut LiveOutputs<'_>) -> Result<(), String> {
+        for o in &obs {
+            self.table.add(o, rules, self.cutoff_override);
+            if let Some((engine, delivery)) = out.alerts.as_mut()
+                && let Some(mut a) = engine.observe(o, rules)
+            {
+                a.evidence.input = self.interfaces.get(o.pos.input as usize).cloned();
+                delivery.send(&a);
+            }
+        }
+        if let Some(e) = out.events.as_mut() {
+            write_events(e, &obs, rules, Inputs::Interfaces(&self.interfaces), self.cutoff_override)
+                .map_err(|e| format!("writing events: {e}"))?;
+            e.flush().map_err(|e| format!("writing events: {e}"))?;
+        }
+        self.observations += obs.len() as u64;
+        self.events += obs.len() as u64;
         Ok(())
     }
 
@@ -696,6 +710,7 @@ impl Sink {
                 }),
             );
             m.insert("hosts_evicted".into(), self.table.hosts_evicted.into());
+            m.insert("attribution".into(), serde_json::to_value(&self.attributor.stats).expect("stats serialise"));
             if let Some((engine, delivery)) = &out.alerts {
                 let a = AlertStats {
                     engine: EngineStats::clone(&engine.stats),

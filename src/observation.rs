@@ -83,6 +83,30 @@ pub enum Detail {
     Http(HttpDetail),
 }
 
+/// How the observation's name was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Attribution {
+    /// In the packet itself (DNS question, SNI, Host).
+    #[default]
+    Name,
+    /// The packet named nothing a rule matched (no SNI, ECH, a bare IP as Host): it waits for
+    /// `attribution::Attributor` to find a DNS answer that gave its client this address. Never
+    /// leaves the pipeline as such: `rule` means nothing yet.
+    Pending,
+    /// From a DNS answer that gave this client the address it connected to.
+    DnsAnswer,
+}
+
+impl Attribution {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attribution::Name => "name",
+            Attribution::Pending => "pending",
+            Attribution::DnsAnswer => "dns-answer",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
     pub ts_ns: i64,
@@ -101,6 +125,10 @@ pub struct Observation {
     /// Index of the matching rule.
     pub rule: u32,
     pub detail: Detail,
+    pub attribution: Attribution,
+    /// With `DnsAnswer`: the name the packet carried, if any (an ECH outer SNI, a Host that is
+    /// an IP address); `domain` is then the name from the DNS answer.
+    pub wire_name: Option<String>,
 }
 
 /// Public resolvers Kaspersky products fall back to when system DNS does not give them their

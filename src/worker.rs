@@ -11,7 +11,7 @@ use crate::decode::{TCP_ACK, TCP_RST, TCP_SYN, Transport};
 use crate::flow::FlowKey;
 use crate::flow::reassembly::{Added, Stream};
 use crate::flow::table::FlowTable;
-use crate::observation::{Detail, DnsAnswer, DnsDetail, HttpDetail, Observation, Position, TlsDetail};
+use crate::observation::{Attribution, Detail, DnsAnswer, DnsDetail, HttpDetail, Observation, Position, TlsDetail};
 use crate::proto::{dns, http, quic, tls};
 use crate::rules::matcher::Rules;
 
@@ -115,6 +115,8 @@ pub struct WorkerStats {
     pub quic_client_hellos: u64,
     /// QUIC connections dropped before their ClientHello was whole (time out or table full).
     pub quic_gave_up: u64,
+    /// ClientHellos without SNI or with ECH, HTTP requests to a bare address: left for DNS-answer attribution.
+    pub attribution_candidates: u64,
 }
 
 impl WorkerStats {
@@ -136,6 +138,7 @@ impl WorkerStats {
         self.quic_failed += o.quic_failed;
         self.quic_client_hellos += o.quic_client_hellos;
         self.quic_gave_up += o.quic_gave_up;
+        self.attribution_candidates += o.attribution_candidates;
     }
 }
 
@@ -330,34 +333,39 @@ impl Worker {
 
     /// A ClientHello (over TCP, or QUIC when `quic_version` is set): an observation if a rule matches its SNI.
     fn client_hello(&mut self, m: &PacketMeta, ch: &tls::ClientHello, quic_version: Option<u32>) {
-        let Some(sni) = &ch.sni else {
+        let rule = ch.sni.as_deref().and_then(|sni| self.match_name(sni));
+        // No name, or only an ECH provider's public one: the address may still say who it is.
+        let candidate = rule.is_none() && (ch.sni.is_none() || ch.ech);
+        if rule.is_none() && !candidate {
             return;
-        };
+        }
         let mut versions = ch.supported_versions.clone();
         if versions.is_empty() {
             versions.push(ch.legacy_version);
         }
-        // JA4 and JA3 are filled in below, only for a name a rule matched.
-        let detail = TlsDetail {
+        // Fingerprints cost SHA-256 and MD5: only for what is kept.
+        let mut ja4 = ch.ja4();
+        if quic_version.is_some() {
+            // JA4 over QUIC starts with 'q' instead of 't'.
+            ja4.replace_range(..1, "q");
+        }
+        let (ja3_full, ja3) = ch.ja3();
+        let detail = Detail::Tls(TlsDetail {
             versions,
             alpn: ch.alpn.clone(),
             ech: ch.ech,
-            ja4: String::new(),
-            ja3: String::new(),
-            ja3_full: String::new(),
+            ja4,
+            ja3,
+            ja3_full,
             records: if quic_version.is_some() { 0 } else { ch.records },
             quic_version,
-        };
-        if let Some(mut o) = self.observe(m, m.ts_ns, m.src().0, sni, Detail::Tls(detail)) {
-            if let Detail::Tls(t) = &mut o.detail {
-                t.ja4 = ch.ja4();
-                if quic_version.is_some() {
-                    // JA4 over QUIC starts with 'q' instead of 't'.
-                    t.ja4.replace_range(..1, "q");
-                }
-                (t.ja3_full, t.ja3) = ch.ja3();
+        });
+        match (rule, &ch.sni) {
+            (Some(rule), Some(sni)) => {
+                let o = Self::observation(m, m.ts_ns, m.src().0, sni, rule, detail);
+                self.observations.push(o);
             }
-            self.observations.push(o);
+            _ => self.candidate(m, ch.sni.as_deref(), detail),
         }
     }
 
@@ -378,11 +386,31 @@ impl Worker {
     }
 
     fn observe(&mut self, m: &PacketMeta, ts_ns: i64, host: IpAddr, name: &str, detail: Detail) -> Option<Observation> {
+        let rule = self.match_name(name)?;
+        Some(Self::observation(m, ts_ns, host, name, rule, detail))
+    }
+
+    /// The rule a name matches, counted.
+    fn match_name(&mut self, name: &str) -> Option<u32> {
         self.stats.names_checked += 1;
         let rule = self.rules.find_index(name)?;
         self.stats.names_matched += 1;
+        Some(rule)
+    }
+
+    /// A connection whose packet names nothing a rule matched: kept for attribution by a DNS answer
+    /// (the client is the packet's source; `wire` is the name it carried, if any).
+    fn candidate(&mut self, m: &PacketMeta, wire: Option<&str>, detail: Detail) {
+        let mut o = Self::observation(m, m.ts_ns, m.src().0, wire.unwrap_or(""), 0, detail);
+        o.attribution = Attribution::Pending;
+        o.wire_name = wire.map(str::to_string);
+        self.stats.attribution_candidates += 1;
+        self.observations.push(o);
+    }
+
+    fn observation(m: &PacketMeta, ts_ns: i64, host: IpAddr, name: &str, rule: u32, detail: Detail) -> Observation {
         let (src, dst) = (m.src(), m.dst());
-        Some(Observation {
+        Observation {
             ts_ns,
             pos: m.pos,
             vlan: m.key.vlan,
@@ -397,7 +425,9 @@ impl Worker {
             domain: name.to_string(),
             rule,
             detail,
-        })
+            attribution: Attribution::Name,
+            wire_name: None,
+        }
     }
 
     fn dns_message(&mut self, m: &PacketMeta, msg: &[u8], ts_ns: i64) {
@@ -692,16 +722,23 @@ impl Worker {
                 }
                 Ok(req) => {
                     self.stats.http_requests += 1;
-                    if let Some(host) = &req.host {
-                        let detail = HttpDetail {
-                            method: req.method.clone(),
-                            path: req.path.clone(),
-                            version: req.version.clone(),
-                            user_agent: req.user_agent.clone(),
-                        };
-                        if let Some(o) = self.observe(m, m.ts_ns, m.src().0, host, Detail::Http(detail)) {
-                            self.observations.push(o);
+                    let detail = HttpDetail {
+                        method: req.method.clone(),
+                        path: req.path.clone(),
+                        version: req.version.clone(),
+                        user_agent: req.user_agent.clone(),
+                    };
+                    match &req.host {
+                        // A bare address as Host names nothing: leave it to the DNS answers.
+                        Some(host) if host.parse::<IpAddr>().is_ok() => {
+                            self.candidate(m, Some(host), Detail::Http(detail))
                         }
+                        Some(host) => {
+                            if let Some(o) = self.observe(m, m.ts_ns, m.src().0, host, Detail::Http(detail)) {
+                                self.observations.push(o);
+                            }
+                        }
+                        None => self.candidate(m, None, Detail::Http(detail)),
                     }
                     if req.chunked {
                         // Finding the next request would mean decoding chunks; one is enough.

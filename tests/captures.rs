@@ -70,8 +70,9 @@ fn events_equal_tsharks_reading_of_every_capture() {
             want.insert(k, 1);
         }
         let mut got: BTreeMap<Key, u64> = BTreeMap::new();
-        for e in events(&[captures().join(file).to_str().unwrap()]) {
-            *got.entry(key_of_event(&e)).or_default() += 1;
+        // Names in the packets only: tshark knows nothing of DNS-answer attribution (tested below).
+        for e in events(&[captures().join(file).to_str().unwrap()]).iter().filter(|e| e["attribution"] == "name") {
+            *got.entry(key_of_event(e)).or_default() += 1;
         }
         assert!(!want.is_empty(), "{file}: has Kaspersky names");
         assert_eq!(got, want, "{file}");
@@ -235,7 +236,7 @@ fn stdin_directories_and_csv() {
     let o = run(&["analyze", captures().to_str().unwrap()]);
     assert!(o.status.success());
     let table = stdout(&o);
-    assert!(table.contains("10.99.0.17") && table.contains("Totals: 22 input(s)"), "{table}");
+    assert!(table.contains("10.99.0.17") && table.contains("Totals: 23 input(s)"), "{table}");
     let d = tmpdir("csv");
     let csv = d.join("r.csv");
     assert!(
@@ -276,4 +277,43 @@ fn ja3_of_every_client_hello_equals_tsharks() {
         }
     }
     assert!(compared >= 50, "{compared} ClientHellos compared");
+}
+
+/// `captures/attribution.pcap` (captures/make-attribution.sh): 10.98.0.11 asks for
+/// dnl-01.geo.kaspersky.com (answer 10.98.0.1), then connects to 10.98.0.1 with a ClientHello
+/// without SNI (openssl s_client -noservername) and plain HTTP with the address as Host (curl),
+/// and the same to 10.98.0.2, which no answer gave; 10.98.0.12, which asked nothing, connects
+/// to 10.98.0.1 the same way.
+#[test]
+fn dns_answers_attribute_connections_that_name_nothing() {
+    let file = captures().join("attribution.pcap");
+    let got: Vec<(String, String, String, String, String)> = events(&[file.to_str().unwrap()])
+        .iter()
+        .map(|e| {
+            let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
+            (s(&e["event_type"]), s(&e["host"]), s(&e["dest_ip"]), s(&e["domain"]), s(&e["attribution"]))
+        })
+        .collect();
+    let want = |t: &str, attribution: &str| {
+        (
+            t.to_string(),
+            "10.98.0.11".to_string(),
+            "10.98.0.1".to_string(),
+            "dnl-01.geo.kaspersky.com".to_string(),
+            attribution.to_string(),
+        )
+    };
+    assert_eq!(got, [want("dns", "name"), want("tls", "dns-answer"), want("http", "dns-answer")]);
+    let ev = events(&[file.to_str().unwrap()]);
+    assert!(ev[1]["tls"]["sni"].is_null(), "the packet had no SNI: {}", ev[1]);
+    assert_eq!(ev[2]["http"]["hostname"], "10.98.0.1", "the Host the request carried");
+    assert_eq!(ev[2]["category"], "update");
+    let r = report(&[file.to_str().unwrap()]);
+    assert_eq!(r["stats"]["attribution"]["attributed"], 2);
+    // TLS and HTTP each: 10.98.0.11 to 10.98.0.2, 10.98.0.12 to 10.98.0.1.
+    assert_eq!(r["stats"]["attribution"]["unattributed"], 4);
+    assert_eq!(r["stats"]["attribution_candidates"], 6);
+    let hosts = r["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 1, "10.98.0.12 never asked: it is not a host of the report");
+    assert_eq!(hosts[0]["domains"][0]["via"], serde_json::json!(["dns", "http", "tls"]));
 }

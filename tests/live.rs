@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// Ethernet captures that tcpreplay can put on a veth as they are.
-const REPLAYED: [&str; 12] = [
+const REPLAYED: [&str; 13] = [
     "demo.pcapng",
     "dns-udp.pcap",
     "dns-tcp.pcap",
@@ -25,6 +25,7 @@ const REPLAYED: [&str; 12] = [
     "tls13.pcap",
     "vlan.pcap",
     "quic-h3.pcap",
+    "attribution.pcap",
 ];
 
 fn is_root() -> bool {

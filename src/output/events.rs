@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{rfc3339, vlan_opt};
 use crate::host::cutoff_for;
-use crate::observation::{Detail, Observation};
+use crate::observation::{Attribution, Detail, Observation};
 use crate::proto::{dns, tls};
 use crate::rules::matcher::Rules;
 use crate::rules::model::Category;
@@ -46,7 +46,8 @@ struct DnsOut<'a> {
 
 #[derive(Serialize)]
 struct TlsOut<'a> {
-    sni: &'a str,
+    /// The SNI in the packet (none, or an ECH provider's, when attributed by a DNS answer).
+    sni: Option<&'a str>,
     versions: Vec<&'static str>,
     alpn: &'a [String],
     ech: bool,
@@ -60,7 +61,8 @@ struct TlsOut<'a> {
 
 #[derive(Serialize)]
 struct HttpOut<'a> {
-    hostname: &'a str,
+    /// The Host in the request (a bare address, or none, when attributed by a DNS answer).
+    hostname: Option<&'a str>,
     method: &'a str,
     path: &'a str,
     version: &'a str,
@@ -85,6 +87,8 @@ struct EventOut<'a> {
     category: Category,
     rule_id: &'a str,
     after_cutoff: bool,
+    /// `name` (in the packet) or `dns-answer`.
+    attribution: &'static str,
     input: &'a str,
     /// Live capture: the interface (also in `input`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -120,6 +124,11 @@ pub fn write_events(
     for o in observations {
         let rule = rules.rule(o.rule);
         let (mut dns_out, mut tls_out, mut http_out) = (None, None, None);
+        // The name the packet itself carried.
+        let wire = match o.attribution {
+            Attribution::DnsAnswer => o.wire_name.as_deref(),
+            _ => Some(o.domain.as_str()),
+        };
         match &o.detail {
             Detail::Dns(d) => {
                 dns_out = Some(DnsOut {
@@ -142,7 +151,7 @@ pub fn write_events(
             }
             Detail::Tls(t) => {
                 tls_out = Some(TlsOut {
-                    sni: &o.domain,
+                    sni: wire,
                     versions: t.versions.iter().map(|v| tls::version_name(*v)).collect(),
                     alpn: &t.alpn,
                     ech: t.ech,
@@ -159,7 +168,7 @@ pub fn write_events(
             }
             Detail::Http(h) => {
                 http_out = Some(HttpOut {
-                    hostname: &o.domain,
+                    hostname: wire,
                     method: &h.method,
                     path: &h.path,
                     version: &h.version,
@@ -182,6 +191,7 @@ pub fn write_events(
             category: rule.category,
             rule_id: &rule.id,
             after_cutoff: o.ts_ns >= cutoff_for(rules, o, cutoff_override),
+            attribution: o.attribution.as_str(),
             input: names.get(o.pos.input as usize).map_or("", |s| s.as_str()),
             interface: live.then(|| names.get(o.pos.input as usize).map_or("", |s| s.as_str())),
             packet: o.pos.packet,

@@ -130,11 +130,6 @@ impl Attributor {
     }
 
     fn evict_half(&mut self) {
-        let mut exp: Vec<i64> = self.map.values().map(|e| e.expires_ns).collect();
-        let mid = exp.len() / 2;
-        let cut = *exp.select_nth_unstable(mid).1;
-        let before = self.map.len();
-        self.map.retain(|_, e| e.expires_ns > cut);
-        self.stats.dns_map_evicted += (before - self.map.len()) as u64;
+        self.stats.dns_map_evicted += crate::bounded::evict_older_half(&mut self.map, |e| e.expires_ns);
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod alert;
 pub mod attribution;
+pub mod bounded;
 pub mod capture;
 pub mod decode;
 pub mod flow;

@@ -148,13 +148,7 @@ impl AlertEngine {
     }
 
     fn evict_half(&mut self) {
-        let mut last: Vec<i64> = self.windows.values().map(|w| w.last_ns).collect();
-        let mid = last.len() / 2;
-        let (_, cut, _) = last.select_nth_unstable(mid);
-        let cut = *cut;
-        let before = self.windows.len();
-        self.windows.retain(|_, w| w.last_ns > cut);
-        self.stats.windows_evicted += (before - self.windows.len()) as u64;
+        self.stats.windows_evicted += crate::bounded::evict_older_half(&mut self.windows, |w| w.last_ns);
     }
 
     fn raise(&mut self, key: WindowKey, now_ns: i64) -> Alert {

@@ -254,12 +254,7 @@ impl HostTable {
     }
 
     fn evict_half(&mut self) {
-        let mut last: Vec<i64> = self.hosts.values().map(|h| h.last_ns).collect();
-        let mid = last.len() / 2;
-        let cut = *last.select_nth_unstable(mid).1;
-        let before = self.hosts.len();
-        self.hosts.retain(|_, h| h.last_ns > cut);
-        self.hosts_evicted += (before - self.hosts.len()) as u64;
+        self.hosts_evicted += crate::bounded::evict_older_half(&mut self.hosts, |h| h.last_ns);
     }
 
     /// The hosts in report order (verdict, then last contact after the cutoff, latest first,

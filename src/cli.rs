@@ -198,6 +198,7 @@ struct LiveArgs {
     /// --report-interval and at exit.
     #[arg(long, value_name = "PATH")]
     report: Option<PathBuf>,
+    /// How often the report is rewritten (e.g. 30s, 5m).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     report_interval: std::time::Duration,
     /// A statistics line on stderr this often.

@@ -13,7 +13,7 @@ use kavwatch::alert::deliver::{Delivery, DeliveryConfig};
 use kavwatch::alert::engine::{AlertEngine, EngineConfig};
 use kavwatch::alert::format::Format;
 use kavwatch::alert::{AlertStats, alert_observations};
-use kavwatch::attribution::Attributor;
+use kavwatch::attribution::{Attributor, IpNet, mark_resolvers};
 use kavwatch::capture::expand_inputs;
 use kavwatch::host::{HostTable, Verdict};
 use kavwatch::live::{Control, Engine, LiveOptions, LiveOutputs, open_sources};
@@ -103,8 +103,15 @@ struct AnalyzeArgs {
     /// Most TCP flows tracked at once, over all workers.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_flows)]
     max_flows: usize,
+    /// A DNS resolver of yours (IP or CIDR, repeatable); others are found by seeing them answer.
+    #[arg(long = "resolver", value_name = "IP|CIDR", value_parser = parse_net)]
+    resolvers: Vec<IpNet>,
     #[command(flatten)]
     alerts: AlertArgs,
+}
+
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    s.parse()
 }
 
 #[derive(Args, Clone)]
@@ -219,6 +226,9 @@ struct LiveArgs {
     /// Most hosts kept; past it the longest-quiet half is forgotten (counted in stats.hosts_evicted).
     #[arg(long, value_name = "N", default_value_t = 1_000_000)]
     max_hosts: usize,
+    /// A DNS resolver of yours (IP or CIDR, repeatable); others are found by seeing them answer.
+    #[arg(long = "resolver", value_name = "IP|CIDR", value_parser = parse_net)]
+    resolvers: Vec<IpNet>,
     #[command(flatten)]
     alerts: AlertArgs,
 }
@@ -361,6 +371,7 @@ fn live(a: LiveArgs) -> Result<ExitCode> {
         ring_blocks: a.ring_blocks,
         limits: Limits { max_flows: a.max_flows.max(1024), ..Limits::default() },
         max_hosts: a.max_hosts,
+        resolvers: a.resolvers.clone(),
         cutoff_override,
         cutoff_ns: cutoff_override.unwrap_or(rules.set.vendors[0].cutoff_ns),
         sensor: sensor.clone(),
@@ -514,13 +525,15 @@ fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     let mut analysis = pipeline::run(&inputs, rules.clone(), &opts);
     // Connections that named nothing: a DNS answer to the same client may.
     let mut attributor = Attributor::default();
+    attributor.set_configured(a.resolvers.clone());
     analysis.observations = attributor.process(std::mem::take(&mut analysis.observations), &rules, 0);
     analysis.stats.observations = analysis.observations.len() as u64;
     let mut table = HostTable::new(usize::MAX);
     for o in &analysis.observations {
         table.add(o, &rules, cutoff_override);
     }
-    let hosts = table.hosts();
+    let mut hosts = table.hosts();
+    mark_resolvers(&mut hosts, &attributor);
     let input_names: Vec<String> = analysis.inputs.iter().map(|i| i.path.clone()).collect();
     if let Some(out) = events_out.as_mut() {
         write_events(out, &analysis.observations, &rules, Inputs::Files(&input_names), cutoff_override)

@@ -66,6 +66,8 @@ pub struct LiveOptions {
     pub ring_blocks: u32,
     pub limits: Limits,
     pub max_hosts: usize,
+    /// `--resolver`: DNS resolvers given by the operator.
+    pub resolvers: Vec<crate::attribution::IpNet>,
     pub cutoff_override: Option<i64>,
     pub cutoff_ns: i64,
     pub sensor: String,
@@ -252,6 +254,9 @@ pub fn run(
                 },
             }
         }
+        let rules_now = shared.get();
+        let due = sink.attributor.release_until(now_ns() - LIVE_HOLD_NS, &rules_now);
+        sink.fold(due, &rules_now, &mut out)?;
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
             if let Some((engine, delivery)) = out.alerts.as_mut() {
@@ -569,7 +574,11 @@ impl Sink {
     fn new(opts: &LiveOptions) -> Sink {
         Sink {
             table: HostTable::new(opts.max_hosts),
-            attributor: Attributor::default(),
+            attributor: {
+                let mut a = Attributor::default();
+                a.set_configured(opts.resolvers.clone());
+                a
+            },
             cutoff_override: opts.cutoff_override,
             interfaces: opts.interfaces.clone(),
             engine: opts.engine.as_str(),
@@ -725,6 +734,8 @@ impl Sink {
             .map(|(name, s)| crate::pipeline::InputSummary { path: name, packets: s.packets, bytes: 0, error: None })
             .collect();
         let run = RunInfo { stats, inputs: &inputs, first_ts: first, last_ts: last, errors: &[] };
-        Report::build(&run, &self.table.hosts(), &self.table.timeline, rules, opts.cutoff_ns, &opts.sensor)
+        let mut hosts = self.table.hosts();
+        crate::attribution::mark_resolvers(&mut hosts, &self.attributor);
+        Report::build(&run, &hosts, &self.table.timeline, rules, opts.cutoff_ns, &opts.sensor)
     }
 }

@@ -129,6 +129,8 @@ pub struct Observation {
     /// With `DnsAnswer`: the name the packet carried, if any (an ECH outer SNI, a Host that is
     /// an IP address); `domain` is then the name from the DNS answer.
     pub wire_name: Option<String>,
+    /// A resolver's upstream query for a name one of its clients asked it for.
+    pub relayed: bool,
 }
 
 /// Public resolvers Kaspersky products fall back to when system DNS does not give them their

@@ -427,6 +427,7 @@ impl Worker {
             detail,
             attribution: Attribution::Name,
             wire_name: None,
+            relayed: false,
         }
     }
 

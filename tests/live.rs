@@ -155,6 +155,22 @@ impl Drop for Live {
     }
 }
 
+/// Waits (at most 10 s) until the events file holds at least `n` lines; returns them.
+fn events_at_least(path: &Path, n: usize) -> Vec<serde_json::Value> {
+    let t = Instant::now();
+    loop {
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if lines.len() >= n || t.elapsed() > Duration::from_secs(10) {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// What must be equal between live and analyze: everything but time, input and packet number.
 fn event_key(e: &serde_json::Value) -> String {
     let mut e = e.clone();
@@ -329,7 +345,7 @@ fn sighup_reloads_valid_rules_and_keeps_old_ones_on_error() {
         Live::start(&ns, &d, &["--rules", rules.to_str().unwrap(), "--events", ev.to_str().unwrap(), "--workers", "2"]);
     let dns = [captures().join("dns-udp.pcap")];
     ns.replay(&dns, &[]);
-    std::thread::sleep(Duration::from_millis(600));
+    events_at_least(&ev, 1);
     assert_eq!(domains(&ev), ["ds.kaspersky.com".to_string()].into());
 
     // A valid new file: the names it adds match from now on.
@@ -337,7 +353,7 @@ fn sighup_reloads_valid_rules_and_keeps_old_ones_on_error() {
     live.signal(libc::SIGHUP);
     live.wait_stderr("rules reloaded: 2 rules", Duration::from_secs(5));
     ns.replay(&dns, &[]);
-    std::thread::sleep(Duration::from_millis(600));
+    events_at_least(&ev, 3);
     assert_eq!(domains(&ev), ["ds.kaspersky.com".to_string(), "opentip.kaspersky.com".to_string()].into());
 
     // An invalid file: rejected with a clear message, the old rules keep matching.
@@ -411,9 +427,9 @@ fn interface_down_then_gone_then_back() {
     assert!(status.lines().any(|l| l.starts_with("Uid:\t65534")), "{status}");
     let dns = [captures().join("dns-udp.pcap")];
     ns.replay(&dns, &[]);
-    std::thread::sleep(Duration::from_millis(600));
-    let first = json_lines(&ev).len();
-    assert!(first > 0);
+    // dns-udp.pcap gives 7 events with the shipped rules.
+    let first = events_at_least(&ev, 7).len();
+    assert_eq!(first, 7);
     // The interface goes away: kavwatch says so, keeps its state and keeps running.
     ns.ip(&["link", "del", "r0"]);
     live.wait_stderr("trying to open it again", Duration::from_secs(5));
@@ -432,9 +448,9 @@ fn a_vanished_interface_is_reopened_and_capture_goes_on() {
     let live = Live::start(&ns, &d, &["--events", ev.to_str().unwrap(), "--cutoff", "2000-01-01T00:00:00Z"]);
     let dns = [captures().join("dns-udp.pcap")];
     ns.replay(&dns, &[]);
-    std::thread::sleep(Duration::from_millis(600));
-    let first = json_lines(&ev).len();
-    assert!(first > 0);
+    // dns-udp.pcap gives 7 events with the shipped rules.
+    let first = events_at_least(&ev, 7).len();
+    assert_eq!(first, 7);
     ns.ip(&["link", "del", "r0"]);
     live.wait_stderr("trying to open it again", Duration::from_secs(5));
     ns.ip(&["link", "add", "r0", "type", "veth", "peer", "name", "c0"]);

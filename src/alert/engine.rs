@@ -76,6 +76,11 @@ impl AlertEngine {
 
     /// Takes the next observation (in time order); returns the alert it raises, if any.
     pub fn observe(&mut self, o: &Observation, rules: &Rules) -> Option<Alert> {
+        if o.relayed {
+            // A resolver passing on a client's query: the client is the one to alert on.
+            self.stats.not_alertable += 1;
+            return None;
+        }
         let rule = rules.rule(o.rule);
         let category = rule.category;
         let cutoff_ns = cutoff_for(rules, o, self.cfg.cutoff_override);

@@ -73,6 +73,10 @@ pub struct Host {
     pub recent: VecDeque<Observation>,
     /// Asked a public resolver (see `observation::PUBLIC_RESOLVERS`) for a Kaspersky name.
     pub public_dns_fallback: bool,
+    /// `resolver`: it answers other hosts' DNS queries (set by the caller, see `attribution`).
+    pub role: Option<&'static str>,
+    /// Upstream queries made for its clients: listed, never part of its own verdict.
+    pub relayed_queries: u64,
 }
 
 impl Host {
@@ -184,12 +188,14 @@ impl HostTable {
         }
         let rule = rules.rule(o.rule);
         let cutoff = cutoff_for(rules, o, cutoff_override);
-        *self
-            .timeline
-            .entry(o.ts_ns.div_euclid(3_600_000_000_000) * 3600)
-            .or_default()
-            .entry(rule.category)
-            .or_default() += 1;
+        if !o.relayed {
+            *self
+                .timeline
+                .entry(o.ts_ns.div_euclid(3_600_000_000_000) * 3600)
+                .or_default()
+                .entry(rule.category)
+                .or_default() += 1;
+        }
         let h = self.hosts.entry(key).or_insert_with(|| Host {
             key,
             first_ns: o.ts_ns,
@@ -203,10 +209,17 @@ impl HostTable {
             mac_counts: BTreeMap::new(),
             recent: VecDeque::new(),
             public_dns_fallback: false,
+            role: None,
+            relayed_queries: 0,
         });
-        h.public_dns_fallback |= o.public_resolver();
         h.first_ns = h.first_ns.min(o.ts_ns);
         h.last_ns = h.last_ns.max(o.ts_ns);
+        if o.relayed {
+            // A client's query passed on: not the resolver's own Kaspersky traffic.
+            h.relayed_queries += 1;
+            return;
+        }
+        h.public_dns_fallback |= o.public_resolver();
         *h.categories.entry(rule.category).or_default() += 1;
         if rule.category.is_banned_service() {
             h.banned_seen = true;

@@ -89,6 +89,9 @@ struct EventOut<'a> {
     after_cutoff: bool,
     /// `name` (in the packet) or `dns-answer`.
     attribution: &'static str,
+    /// A resolver's query for a name one of its clients asked it for.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    relayed: bool,
     input: &'a str,
     /// Live capture: the interface (also in `input`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -192,6 +195,7 @@ pub fn write_events(
             rule_id: &rule.id,
             after_cutoff: o.ts_ns >= cutoff_for(rules, o, cutoff_override),
             attribution: o.attribution.as_str(),
+            relayed: o.relayed,
             input: names.get(o.pos.input as usize).map_or("", |s| s.as_str()),
             interface: live.then(|| names.get(o.pos.input as usize).map_or("", |s| s.as_str())),
             packet: o.pos.packet,

@@ -59,6 +59,8 @@ pub fn add_values(a: &mut serde_json::Value, b: &serde_json::Value) {
 fn merge_host(a: &mut HostRow, b: HostRow) {
     a.first_seen = min_s(&a.first_seen, &b.first_seen);
     a.mac = a.mac.take().or(b.mac);
+    a.role = a.role.take().or(b.role);
+    a.relayed_queries += b.relayed_queries;
     a.flags = a.flags.iter().chain(&b.flags).cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
     a.last_seen = max_s(&a.last_seen, &b.last_seen);
     for (c, n) in b.categories {

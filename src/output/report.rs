@@ -73,6 +73,12 @@ pub struct HostRow {
     /// `public-dns-fallback`: asked a public resolver for a Kaspersky name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flags: Vec<String>,
+    /// `resolver`: answers other hosts' DNS queries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// A resolver's upstream queries for its clients' Kaspersky names (not its own traffic).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub relayed_queries: u64,
     /// The latest observations, for the reader of the HTML report.
     #[serde(default)]
     pub evidence: Vec<Evidence>,
@@ -203,6 +209,8 @@ impl Report {
                 domains_dropped: h.domains_dropped,
                 sensors: vec![sensor.to_string()],
                 flags: h.flags(),
+                role: h.role.map(str::to_string),
+                relayed_queries: h.relayed_queries,
                 evidence: h.recent.iter().map(evidence_of).collect(),
             })
             .collect();

@@ -236,7 +236,7 @@ fn stdin_directories_and_csv() {
     let o = run(&["analyze", captures().to_str().unwrap()]);
     assert!(o.status.success());
     let table = stdout(&o);
-    assert!(table.contains("10.99.0.17") && table.contains("Totals: 23 input(s)"), "{table}");
+    assert!(table.contains("10.99.0.17") && table.contains("Totals: 24 input(s)"), "{table}");
     let d = tmpdir("csv");
     let csv = d.join("r.csv");
     assert!(
@@ -316,4 +316,53 @@ fn dns_answers_attribute_connections_that_name_nothing() {
     let hosts = r["hosts"].as_array().unwrap();
     assert_eq!(hosts.len(), 1, "10.98.0.12 never asked: it is not a host of the report");
     assert_eq!(hosts[0]["domains"][0]["via"], serde_json::json!(["dns", "http", "tls"]));
+}
+
+/// `captures/resolver.pcap` (captures/make-resolver.sh): two clients ask a corporate dnsmasq
+/// (10.97.0.53), which forwards each query upstream (10.97.0.1); then the resolver host looks
+/// up a Kaspersky name of its own.
+#[test]
+fn a_resolvers_relays_are_not_its_own_traffic() {
+    let file = captures().join("resolver.pcap");
+    let ev = events(&[file.to_str().unwrap()]);
+    let relayed: Vec<(&str, &str)> = ev
+        .iter()
+        .filter(|e| e["relayed"] == true)
+        .map(|e| (e["host"].as_str().unwrap(), e["domain"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        relayed,
+        [("10.97.0.53", "dnl-01.geo.kaspersky.com"), ("10.97.0.53", "ksn-info-geo.kaspersky-labs.com")]
+    );
+    assert_eq!(ev.len(), 5, "two client queries, two relays, the resolver's own");
+    let r = report(&[file.to_str().unwrap()]);
+    let rows: BTreeMap<String, &Value> =
+        r["hosts"].as_array().unwrap().iter().map(|h| (h["ip"].as_str().unwrap().to_string(), h)).collect();
+    let res = rows["10.97.0.53"];
+    assert_eq!(res["role"], "resolver");
+    assert_eq!(res["relayed_queries"], 2);
+    // Only its own lookup counts: one update name, not the clients' telemetry.
+    assert_eq!(res["categories"], serde_json::json!({"update": 1}));
+    assert_eq!(res["domains"].as_array().unwrap().len(), 1);
+    assert_eq!(rows["10.97.0.12"]["categories"], serde_json::json!({"telemetry": 1}));
+    assert!(rows["10.97.0.11"].get("role").is_none());
+    assert_eq!(r["stats"]["attribution"]["relayed"], 2);
+    // Told it is a resolver, kavwatch says so even for one that answered nobody in the capture.
+    let d = tmpdir("resolver-flag");
+    let out = d.join("r.json");
+    let o = run(&[
+        "analyze",
+        "-q",
+        file.to_str().unwrap(),
+        "--resolver",
+        "10.97.0.0/24",
+        "--report",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let roles: Vec<Value> = json(&out)["hosts"].as_array().unwrap().iter().map(|h| h["role"].clone()).collect();
+    assert!(roles.iter().all(|r| r == "resolver"), "{roles:?}");
+    let o = run(&["analyze", "-q", file.to_str().unwrap(), "--resolver", "10.97.0.0/33"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("address/prefix"), "{}", stderr(&o));
 }

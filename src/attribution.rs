@@ -240,6 +240,11 @@ impl Attributor {
             Some((name, rule)) => {
                 o.domain = name;
                 o.rule = rule;
+                if let Detail::Tls(t) = &mut o.detail
+                    && let Some(ch) = t.unfingerprinted.take()
+                {
+                    t.fingerprint(&ch);
+                }
                 o.attribution = Attribution::DnsAnswer;
                 self.stats.attributed += 1;
                 out.push(o);

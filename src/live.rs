@@ -338,11 +338,11 @@ fn ship(w: &mut Worker, generation: &mut u64, shared: &SharedRules, tx: &Sender<
         let old = w.rules().clone();
         w.set_rules(rules);
         if !w.observations.is_empty() {
-            let _ = tx.send(Msg::Observations(old, std::mem::take(&mut w.observations)));
+            let _ = tx.send(Msg::Observations(old, w.take_observations()));
         }
     }
     if !w.observations.is_empty() {
-        let _ = tx.send(Msg::Observations(w.rules().clone(), std::mem::take(&mut w.observations)));
+        let _ = tx.send(Msg::Observations(w.rules().clone(), w.take_observations()));
     }
 }
 

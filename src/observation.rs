@@ -66,6 +66,20 @@ pub struct TlsDetail {
     pub records: u16,
     /// Over QUIC: the version of its Initial packets (1, or 0x6b3343cf for v2).
     pub quic_version: Option<u32>,
+    /// A ClientHello waiting for attribution keeps what its fingerprints are made of: most such
+    /// connections are never attributed, and hashing them all would cost the workers dearly.
+    pub unfingerprinted: Option<Box<crate::proto::tls::ClientHello>>,
+}
+
+impl TlsDetail {
+    /// Fills `ja4`, `ja3`, `ja3_full` from the ClientHello (`ja4` starts with `q` over QUIC).
+    pub fn fingerprint(&mut self, ch: &crate::proto::tls::ClientHello) {
+        self.ja4 = ch.ja4();
+        if self.quic_version.is_some() {
+            self.ja4.replace_range(..1, "q");
+        }
+        (self.ja3_full, self.ja3) = ch.ja3();
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -22,6 +22,8 @@ const DNS_STREAM_CAP: usize = 65_537;
 /// A DNS response counts as the answer to a query seen at most this long before it.
 const DNS_ANSWER_WINDOW_NS: i64 = 10_000_000_000;
 const DNS_PENDING_MAX: usize = 16_384;
+/// Connections waiting for DNS-answer attribution that one worker keeps (about 1 KB each).
+const CANDIDATES_MAX: usize = 131_072;
 /// QUIC connections whose ClientHello is being put together from Initial packets.
 const QUIC_PENDING_MAX: usize = 4096;
 /// A QUIC ClientHello not whole within this time is given up.
@@ -117,6 +119,8 @@ pub struct WorkerStats {
     pub quic_gave_up: u64,
     /// ClientHellos without SNI or with ECH, HTTP requests to a bare address: left for DNS-answer attribution.
     pub attribution_candidates: u64,
+    /// Such connections not kept because the worker held [`CANDIDATES_MAX`] already.
+    pub attribution_candidates_dropped: u64,
 }
 
 impl WorkerStats {
@@ -139,6 +143,7 @@ impl WorkerStats {
         self.quic_client_hellos += o.quic_client_hellos;
         self.quic_gave_up += o.quic_gave_up;
         self.attribution_candidates += o.attribution_candidates;
+        self.attribution_candidates_dropped += o.attribution_candidates_dropped;
     }
 }
 
@@ -187,6 +192,8 @@ pub struct Worker {
     dns_pending: FxHashMap<(FlowKey, u16), Vec<Observation>>,
     dns_swept_at: i64,
     quic_pending: FxHashMap<FlowKey, QuicPending>,
+    /// Pending-attribution observations in `observations` (see [`Worker::take_observations`]).
+    candidates_held: usize,
     pub observations: Vec<Observation>,
     pub stats: WorkerStats,
 }
@@ -205,6 +212,7 @@ impl Worker {
             dns_pending: FxHashMap::default(),
             dns_swept_at: i64::MIN,
             quic_pending: FxHashMap::default(),
+            candidates_held: 0,
             observations: Vec::new(),
             stats: WorkerStats::default(),
         }
@@ -232,6 +240,12 @@ impl Worker {
             self.observations.append(&mut obs);
         }
         self.rules = rules;
+    }
+
+    /// Hands over what was found so far (live capture ships it every 200 ms).
+    pub fn take_observations(&mut self) -> Vec<Observation> {
+        self.candidates_held = 0;
+        std::mem::take(&mut self.observations)
     }
 
     pub fn rules(&self) -> &Arc<Rules> {
@@ -343,29 +357,28 @@ impl Worker {
         if versions.is_empty() {
             versions.push(ch.legacy_version);
         }
-        // Fingerprints cost SHA-256 and MD5: only for what is kept.
-        let mut ja4 = ch.ja4();
-        if quic_version.is_some() {
-            // JA4 over QUIC starts with 'q' instead of 't'.
-            ja4.replace_range(..1, "q");
-        }
-        let (ja3_full, ja3) = ch.ja3();
-        let detail = Detail::Tls(TlsDetail {
+        let mut detail = TlsDetail {
             versions,
             alpn: ch.alpn.clone(),
             ech: ch.ech,
-            ja4,
-            ja3,
-            ja3_full,
+            ja4: String::new(),
+            ja3: String::new(),
+            ja3_full: String::new(),
             records: if quic_version.is_some() { 0 } else { ch.records },
             quic_version,
-        });
+            unfingerprinted: None,
+        };
         match (rule, &ch.sni) {
             (Some(rule), Some(sni)) => {
-                let o = Self::observation(m, m.ts_ns, m.src().0, sni, rule, detail);
+                // Fingerprints cost SHA-256, MD5 and formatting: only for what is kept.
+                detail.fingerprint(ch);
+                let o = Self::observation(m, m.ts_ns, m.src().0, sni, rule, Detail::Tls(detail));
                 self.observations.push(o);
             }
-            _ => self.candidate(m, ch.sni.as_deref(), detail),
+            _ => {
+                detail.unfingerprinted = Some(Box::new(ch.clone()));
+                self.candidate(m, ch.sni.as_deref(), Detail::Tls(detail))
+            }
         }
     }
 
@@ -401,6 +414,12 @@ impl Worker {
     /// A connection whose packet names nothing a rule matched: kept for attribution by a DNS answer
     /// (the client is the packet's source; `wire` is the name it carried, if any).
     fn candidate(&mut self, m: &PacketMeta, wire: Option<&str>, detail: Detail) {
+        // Held until the sink has read the DNS answers: bounded, since `analyze` keeps them to the end.
+        if self.candidates_held >= CANDIDATES_MAX {
+            self.stats.attribution_candidates_dropped += 1;
+            return;
+        }
+        self.candidates_held += 1;
         let mut o = Self::observation(m, m.ts_ns, m.src().0, wire.unwrap_or(""), 0, detail);
         o.attribution = Attribution::Pending;
         o.wire_name = wire.map(str::to_string);

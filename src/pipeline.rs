@@ -183,6 +183,48 @@ impl Dispatcher {
     }
 }
 
+/// Addresses that DNS answers for names a rule matches have given, learned by the reader in
+/// capture order. A connection that names nothing is worth keeping for DNS-answer attribution
+/// only if it goes to one of them; deciding it here, in packet order, keeps `analyze`'s memory
+/// flat and its output the same for any number of workers. (The sink then checks the client too.)
+pub(crate) struct AnsweredAddrs {
+    rules: Arc<Rules>,
+    set: rustc_hash::FxHashSet<std::net::IpAddr>,
+}
+
+/// Addresses remembered; past this the set starts over (the sink's own map is the precise one).
+const ANSWERED_MAX: usize = 262_144;
+
+impl AnsweredAddrs {
+    pub(crate) fn new(rules: Arc<Rules>) -> AnsweredAddrs {
+        AnsweredAddrs { rules, set: Default::default() }
+    }
+
+    /// A DNS message from port 53: a response with answers for a matched name adds its addresses.
+    fn learn(&mut self, msg: &[u8]) {
+        // QR set and at least one answer, before any parsing.
+        if msg.len() < 12 || msg[2] & 0x80 == 0 || (msg[6] == 0 && msg[7] == 0) {
+            return;
+        }
+        let Ok(m) = crate::proto::dns::parse(msg) else {
+            return;
+        };
+        if !m.questions.iter().any(|q| self.rules.find_index(&q.name).is_some()) {
+            return;
+        }
+        if self.set.len() >= ANSWERED_MAX {
+            self.set.clear();
+        }
+        for a in &m.answers {
+            match a.data {
+                crate::proto::dns::AnswerData::A(v4) => self.set.insert(v4.into()),
+                crate::proto::dns::AnswerData::Aaaa(v6) => self.set.insert(v6.into()),
+                _ => false,
+            };
+        }
+    }
+}
+
 /// Counts, decodes and defragments packets, and passes on what matters.
 pub(crate) struct Reader<S> {
     pub(crate) stats: Stats,
@@ -193,6 +235,8 @@ pub(crate) struct Reader<S> {
     seq: u64,
     pub(crate) first_ts: Option<i64>,
     pub(crate) last_ts: Option<i64>,
+    /// `analyze` only: see [`AnsweredAddrs`]. Without it every nameless connection is kept.
+    pub(crate) answered: Option<AnsweredAddrs>,
 }
 
 impl<S: PacketSink> Reader<S> {
@@ -205,6 +249,7 @@ impl<S: PacketSink> Reader<S> {
             seq: 0,
             first_ts: None,
             last_ts: None,
+            answered: None,
         }
     }
 
@@ -267,6 +312,15 @@ impl<S: PacketSink> Reader<S> {
             Transport::Tcp { .. } => decode::IPPROTO_TCP,
             Transport::Udp => decode::IPPROTO_UDP,
         };
+        let attributable = match &mut self.answered {
+            None => true,
+            Some(a) => {
+                if d.sport == 53 && matches!(d.transport, Transport::Udp) {
+                    a.learn(d.payload);
+                }
+                !a.set.is_empty() && a.set.contains(&d.dst)
+            }
+        };
         let (key, reverse) = FlowKey::new(d.vlan, (d.src, d.sport), (d.dst, d.dport), proto);
         let hash = key.hash64();
         let meta = PacketMeta {
@@ -278,6 +332,7 @@ impl<S: PacketSink> Reader<S> {
             reverse,
             src_mac: d.src_mac,
             transport: d.transport,
+            attributable,
             payload_mapped: false,
             payload_start: 0,
             payload_len: 0,
@@ -323,6 +378,7 @@ pub fn run(inputs: &[PathBuf], rules: Arc<Rules>, opts: &Options) -> Analysis {
         handles.push(h);
     }
     let mut reader = Reader::new(Dispatcher::new(senders, free_rx));
+    reader.answered = Some(AnsweredAddrs::new(rules.clone()));
     let show_progress = opts.progress && std::io::stderr().is_terminal();
     let total_bytes: u64 = inputs.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     let started = Instant::now();

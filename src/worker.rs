@@ -78,6 +78,9 @@ pub struct PacketMeta {
     /// The sender's MAC address, when the link layer has one.
     pub src_mac: Option<[u8; 6]>,
     pub transport: Transport,
+    /// Goes to an address a matched DNS answer gave (or the reader does not know): a nameless
+    /// connection is kept for attribution only then.
+    pub attributable: bool,
     /// Where the payload is: in the batch's mapped capture file, or in its byte arena.
     pub payload_mapped: bool,
     pub payload_start: usize,
@@ -121,6 +124,8 @@ pub struct WorkerStats {
     pub attribution_candidates: u64,
     /// Such connections not kept because the worker held [`CANDIDATES_MAX`] already.
     pub attribution_candidates_dropped: u64,
+    /// Such connections to an address no matched DNS answer had given (`analyze`): not kept.
+    pub attribution_unmapped: u64,
 }
 
 impl WorkerStats {
@@ -144,6 +149,7 @@ impl WorkerStats {
         self.quic_gave_up += o.quic_gave_up;
         self.attribution_candidates += o.attribution_candidates;
         self.attribution_candidates_dropped += o.attribution_candidates_dropped;
+        self.attribution_unmapped += o.attribution_unmapped;
     }
 }
 
@@ -414,6 +420,10 @@ impl Worker {
     /// A connection whose packet names nothing a rule matched: kept for attribution by a DNS answer
     /// (the client is the packet's source; `wire` is the name it carried, if any).
     fn candidate(&mut self, m: &PacketMeta, wire: Option<&str>, detail: Detail) {
+        if !m.attributable {
+            self.stats.attribution_unmapped += 1;
+            return;
+        }
         // Held until the sink has read the DNS answers: bounded, since `analyze` keeps them to the end.
         if self.candidates_held >= CANDIDATES_MAX {
             self.stats.attribution_candidates_dropped += 1;
@@ -820,6 +830,7 @@ mod tests {
             reverse,
             src_mac: None,
             transport,
+            attributable: true,
             payload_mapped: false,
             payload_start: 0,
             payload_len: 0,

@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
         let payload = &rest[7..(7 + len).min(rest.len())];
         rest = &rest[(7 + len).min(rest.len())..];
         ts += 1;
-        let meta = PacketMeta { ts_ns: ts, clock_ns: ts, pos: Position::default(), key, hash: key.hash64(), reverse: dir, src_mac: None, transport: Transport::Tcp { seq, flags }, payload_mapped: false, payload_start: 0, payload_len: payload.len() as u32 };
+        let meta = PacketMeta { ts_ns: ts, clock_ns: ts, pos: Position::default(), key, hash: key.hash64(), reverse: dir, src_mac: None, transport: Transport::Tcp { seq, flags }, attributable: true, payload_mapped: false, payload_start: 0, payload_len: payload.len() as u32 };
         w.process(&meta, payload);
     }
     w.finish();

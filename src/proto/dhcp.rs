@@ -552,25 +552,8 @@ mod tests {
     const HOST: &str = "kav-laptop-17";
     const FQDN: &str = "kav-laptop-17.corp.example";
 
-    /// The UDP payloads of a little-endian pcap of Ethernet frames (what tcpdump wrote).
     fn udp_payloads(pcap: &[u8]) -> Vec<&[u8]> {
-        assert_eq!(&pcap[..4], &[0xd4, 0xc3, 0xb2, 0xa1]);
-        assert_eq!(pcap[20], 1, "Ethernet");
-        let mut out = Vec::new();
-        let mut at = 24;
-        while at < pcap.len() {
-            let caplen = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
-            let frame = &pcap[at + 16..at + 16 + caplen];
-            at += 16 + caplen;
-            let (ip, udp_at) = match u16::from_be_bytes([frame[12], frame[13]]) {
-                0x0800 => (&frame[14..], (frame[14] & 0x0f) as usize * 4),
-                0x86dd => (&frame[14..], 40),
-                other => panic!("ethertype {other:#x}"),
-            };
-            let udp_len = u16::from_be_bytes([ip[udp_at + 4], ip[udp_at + 5]]) as usize;
-            out.push(&ip[udp_at + 8..udp_at + udp_len]);
-        }
-        out
+        crate::proto::udp_datagrams(pcap).into_iter().map(|(_, p)| p).collect()
     }
 
     fn v4_messages() -> Vec<Dhcpv4> {

@@ -847,23 +847,7 @@ mod tests {
             p.extend_from_slice(&self.token);
             // Length always on 2 bytes, as the RFC's packets have it.
             p.extend_from_slice(&((self.pn_len + payload.len() + 16) as u16 | 0x4000).to_be_bytes());
-            let pn_offset = p.len();
-            p.extend_from_slice(&self.pn.to_be_bytes()[4 - self.pn_len..]);
-            let mut nonce = keys.iv;
-            for (n, b) in nonce[4..].iter_mut().zip(u64::from(self.pn).to_be_bytes()) {
-                *n ^= b;
-            }
-            let mut body = payload.to_vec();
-            let nonce = Nonce::assume_unique_for_key(nonce);
-            let tag = keys.aead.seal_in_place_separate_tag(nonce, Aad::from(&p), &mut body).unwrap();
-            p.extend(body);
-            p.extend_from_slice(tag.as_ref());
-            let mask = keys.hp_key.new_mask(&p[pn_offset + 4..pn_offset + 20]).unwrap();
-            p[0] ^= mask[0] & 0x0f;
-            for i in 0..self.pn_len {
-                p[pn_offset + i] ^= mask[1 + i];
-            }
-            p
+            seal(&keys, p, self.pn, self.pn_len, payload)
         }
     }
 
@@ -996,23 +980,6 @@ mod tests {
         }
     }
 
-    /// (UDP destination port, payload) of each frame of a tcpdump capture (pcap, Ethernet, IPv4).
-    fn pcap_udp(pcap: &[u8]) -> Vec<(u16, &[u8])> {
-        assert_eq!(pcap[..4], [0xd4, 0xc3, 0xb2, 0xa1], "little-endian pcap");
-        let mut out = Vec::new();
-        let mut at = 24;
-        while at < pcap.len() {
-            let caplen = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
-            let frame = &pcap[at + 16..at + 16 + caplen];
-            at += 16 + caplen;
-            assert_eq!((&frame[12..14], frame[23]), (&[0x08, 0x00][..], 17), "IPv4, UDP");
-            let udp = &frame[14 + usize::from(frame[14] & 0x0f) * 4..];
-            let len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
-            out.push((u16::from_be_bytes([udp[2], udp[3]]), &udp[8..len]));
-        }
-        out
-    }
-
     /// Every datagram of the captured connections, as a sensor sees them, with the keys a flow
     /// keeps: the ClientHello comes out once, the client's later Initials (ACKs coalesced with a
     /// Handshake packet, sent to the server's CID) open with the first keys only, and nothing
@@ -1025,7 +992,7 @@ mod tests {
             let mut keys: Option<InitialKeys> = None;
             let mut asm = CryptoAssembler::new();
             let (mut with_crypto, mut ack_only) = (0, 0);
-            for (dport, datagram) in pcap_udp(pcap) {
+            for (dport, datagram) in crate::proto::udp_datagrams(pcap) {
                 if dport != 4433 {
                     assert!(parse_datagram(datagram).is_err());
                     continue;
@@ -1180,15 +1147,13 @@ mod tests {
     }
 
     /// Like `Spec::seal`, with keys not derived from the packet's DCID.
-    fn reprotect_with(keys: &InitialKeys, spec: &Spec, payload: &[u8]) -> Vec<u8> {
-        let mut p = vec![0xc0 | (spec.pn_len as u8 - 1), 0, 0, 0, 1, spec.dcid.len() as u8];
-        p.extend_from_slice(&spec.dcid);
-        p.extend_from_slice(&[0, 0]);
-        p.extend_from_slice(&((spec.pn_len + payload.len() + 16) as u16 | 0x4000).to_be_bytes());
+    /// Appends the packet number to `header`, encrypts `payload` after it and applies header
+    /// protection, as a QUIC client does (RFC 9001 5.3, 5.4).
+    fn seal(keys: &InitialKeys, mut p: Vec<u8>, pn: u32, pn_len: usize, payload: &[u8]) -> Vec<u8> {
         let pn_offset = p.len();
-        p.extend_from_slice(&spec.pn.to_be_bytes()[4 - spec.pn_len..]);
+        p.extend_from_slice(&pn.to_be_bytes()[4 - pn_len..]);
         let mut nonce = keys.iv;
-        for (n, b) in nonce[4..].iter_mut().zip(u64::from(spec.pn).to_be_bytes()) {
+        for (n, b) in nonce[4..].iter_mut().zip(u64::from(pn).to_be_bytes()) {
             *n ^= b;
         }
         let mut body = payload.to_vec();
@@ -1198,10 +1163,18 @@ mod tests {
         p.extend_from_slice(tag.as_ref());
         let mask = keys.hp_key.new_mask(&p[pn_offset + 4..pn_offset + 20]).unwrap();
         p[0] ^= mask[0] & 0x0f;
-        for i in 0..spec.pn_len {
+        for i in 0..pn_len {
             p[pn_offset + i] ^= mask[1 + i];
         }
         p
+    }
+
+    fn reprotect_with(keys: &InitialKeys, spec: &Spec, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0xc0 | (spec.pn_len as u8 - 1), 0, 0, 0, 1, spec.dcid.len() as u8];
+        p.extend_from_slice(&spec.dcid);
+        p.extend_from_slice(&[0, 0]);
+        p.extend_from_slice(&((spec.pn_len + payload.len() + 16) as u16 | 0x4000).to_be_bytes());
+        seal(keys, p, spec.pn, spec.pn_len, payload)
     }
 
     #[test]

@@ -43,9 +43,15 @@ impl Spool {
             else {
                 continue;
             };
-            let size = e.metadata()?.len();
-            let records = BufReader::new(File::open(e.path())?).lines().count() as u64;
-            segments.push((n, size, records));
+            let mut bytes = fs::read(e.path())?;
+            // A run that died mid-write leaves half a record: cut it, never send it.
+            let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            if whole < bytes.len() {
+                bytes.truncate(whole);
+                fs::write(e.path(), &bytes)?;
+            }
+            let records = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+            segments.push((n, bytes.len() as u64, records));
         }
         segments.sort();
         Ok(Spool { dir: dir.to_path_buf(), max_bytes, segments, sent_in_oldest: 0, writer: None, _lock: lock })
@@ -158,6 +164,17 @@ mod tests {
         assert_eq!(s.peek(10).unwrap(), ["r0", "r1", "r2", "r3", "r4"]);
         s.consume(5).unwrap();
         assert!(s.is_empty());
+        // Half a record at the end of a segment (a crash mid-write) is dropped on the next start.
+        let d2 = dir("partial");
+        {
+            let mut s = Spool::open(&d2, 1 << 30).unwrap();
+            s.push("whole").unwrap();
+        }
+        let seg = d2.join(seg_name(1));
+        std::fs::write(&seg, b"whole\nhalf a rec").unwrap();
+        let s = Spool::open(&d2, 1 << 30).unwrap();
+        assert_eq!(s.peek(10).unwrap(), ["whole"]);
+        assert_eq!(std::fs::read(&seg).unwrap(), b"whole\n");
         // 3 MB bound, 1 MB segments of 100-byte records: the oldest segment goes.
         let mut s = Spool::open(&dir("full"), 3 << 20).unwrap();
         let rec = "x".repeat(99);

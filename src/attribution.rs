@@ -74,6 +74,8 @@ pub struct AttributionStats {
     pub candidates: u64,
     /// Attributed to a name from a DNS answer.
     pub attributed: u64,
+    /// HTTP requests to a bare address no answer named, recognised by path or User-Agent instead.
+    pub http_path: u64,
     /// No answer to that client gave that address (or it had expired): dropped.
     pub unattributed: u64,
     /// Addresses learned from answers, and evicted because of [`MAX_ENTRIES`].
@@ -103,6 +105,9 @@ pub struct Attributor {
     configured: Vec<IpNet>,
     newest_ns: i64,
     pub stats: AttributionStats,
+    /// Also in time order here: the Security Center pattern check and the DHCP lease book.
+    pub ksc: crate::ksc::KscDetector,
+    pub leases: crate::leases::LeaseBook,
 }
 
 impl Attributor {
@@ -145,6 +150,7 @@ impl Attributor {
         while let Some((o, matched_with)) = self.held.pop_front() {
             self.release(o, &matched_with, rules, &mut out);
         }
+        self.ksc.finish();
         out
     }
 
@@ -156,23 +162,41 @@ impl Attributor {
         rules: &Arc<Rules>,
         out: &mut Vec<Observation>,
     ) {
-        if !Arc::ptr_eq(matched_with, rules) && o.attribution != Attribution::Pending {
-            match rules.find_index(&o.domain) {
-                Some(r) => o.rule = r,
-                None => return,
+        if !Arc::ptr_eq(matched_with, rules) {
+            match o.attribution {
+                Attribution::Pending => o.fallback_rule = None,
+                Attribution::HttpPath => {
+                    let Detail::Http(h) = &o.detail else { return };
+                    match rules.find_http(&h.path, h.user_agent.as_deref()) {
+                        Some(r) => o.rule = r,
+                        None => return,
+                    }
+                }
+                _ => match rules.find_index(&o.domain) {
+                    Some(r) => o.rule = r,
+                    None => return,
+                },
             }
         }
         self.one(o, rules, out);
     }
 
     fn one(&mut self, mut o: Observation, rules: &Arc<Rules>, out: &mut Vec<Observation>) {
-        if o.attribution == Attribution::Pending {
-            self.resolve(o, rules, out);
-            return;
+        let first = out.len();
+        match (&o.detail, o.attribution) {
+            (Detail::Dhcp(_), _) => self.leases.learn(&o),
+            (Detail::Ksc(_), _) => self.ksc.contact(o, rules, out),
+            (_, Attribution::Pending) => self.resolve(o, rules, out),
+            _ => {
+                self.relay(&mut o);
+                self.learn(&o, rules);
+                out.push(o);
+            }
         }
-        self.relay(&mut o);
-        self.learn(&o, rules);
-        out.push(o);
+        // Who the host was at that moment, by its DHCP lease.
+        for o in &mut out[first..] {
+            self.leases.stamp(o);
+        }
     }
 
     /// Resolvers: a host seen answering a DNS query of another is one. Its query for a name a
@@ -238,6 +262,7 @@ impl Attributor {
         });
         match found {
             Some((name, rule)) => {
+                o.fallback_rule = None;
                 o.domain = name;
                 o.rule = rule;
                 if let Detail::Tls(t) = &mut o.detail
@@ -249,7 +274,18 @@ impl Attributor {
                 self.stats.attributed += 1;
                 out.push(o);
             }
-            _ => self.stats.unattributed += 1,
+            None => match o.fallback_rule {
+                // No answer named the server, but the request's path or User-Agent is an updater's.
+                Some(rule) => {
+                    let Detail::Http(_) = &o.detail else { return };
+                    o.domain = o.dst.to_string();
+                    o.rule = rule;
+                    o.attribution = Attribution::HttpPath;
+                    self.stats.http_path += 1;
+                    out.push(o);
+                }
+                None => self.stats.unattributed += 1,
+            },
         }
     }
 

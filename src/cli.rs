@@ -527,6 +527,9 @@ fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     let mut attributor = Attributor::default();
     attributor.set_configured(a.resolvers.clone());
     analysis.observations = attributor.process(std::mem::take(&mut analysis.observations), &rules, 0);
+    analysis.observations.extend(attributor.finish(&rules));
+    // Security Center contacts wait for their pair's pattern: back into time order.
+    analysis.observations.sort_by_key(|o| o.sort_key());
     analysis.stats.observations = analysis.observations.len() as u64;
     let mut table = HostTable::new(usize::MAX);
     for o in &analysis.observations {
@@ -542,6 +545,8 @@ fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     drop(events_out);
     let mut report = Report::build(&RunInfo::of(&analysis), &hosts, &table.timeline, &rules, cutoff_ns, &sensor);
     report.stats["attribution"] = serde_json::to_value(&attributor.stats).expect("stats serialise");
+    report.stats["ksc"] = serde_json::to_value(&attributor.ksc.stats).expect("stats serialise");
+    report.stats["dhcp"] = serde_json::to_value(&attributor.leases.stats).expect("stats serialise");
     let mut alerts_undelivered = false;
     if let Some(delivery) = delivery {
         let mut engine = AlertEngine::new(EngineConfig {

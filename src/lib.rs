@@ -13,6 +13,8 @@ pub mod capture;
 pub mod decode;
 pub mod flow;
 pub mod host;
+pub mod ksc;
+pub mod leases;
 pub mod live;
 pub mod observation;
 pub mod output;

@@ -210,8 +210,9 @@ pub fn run(
                 (next_id, opts.interfaces[iface].clone(), opts.bpf.clone(), opts.snaplen, opts.promisc);
             next_id += 1;
             let cap = Capture::new(id, iface, name, src);
+            let rules = shared.get();
             handles.push(spawn(format!("kavwatch-pcap-{id}"), move || {
-                pcap_capture_thread(cap, (snaplen, promisc, bpf), dispatch, stop, tx)
+                pcap_capture_thread(cap, (snaplen, promisc, bpf), dispatch, &rules, stop, tx)
             }));
         }
     }
@@ -468,6 +469,7 @@ fn afpacket_thread(
 ) {
     let mut generation = shared.generation.load(Ordering::Relaxed);
     let mut reader = Reader::new(LocalWorker(Worker::new(shared.get(), limits)));
+    reader.watch_port_rules(&shared.get());
     let mut last_ship = Instant::now();
     let name = cap.name.clone();
     let reopen = || AfPacketSocket::open(&name, &cfg).ok();
@@ -493,10 +495,12 @@ fn pcap_capture_thread(
     mut cap: Capture<PcapSource>,
     (snaplen, promisc, bpf): (u32, bool, Option<String>),
     dispatch: Dispatcher,
+    rules: &Rules,
     stop: Arc<AtomicBool>,
     tx: Sender<Msg>,
 ) {
     let mut reader = Reader::new(dispatch);
+    reader.watch_port_rules(rules);
     let mut last_ship = Instant::now();
     let name = cap.name.clone();
     let reopen = || PcapSource::open(&name, snaplen, promisc, bpf.as_deref()).ok();
@@ -720,6 +724,8 @@ impl Sink {
             );
             m.insert("hosts_evicted".into(), self.table.hosts_evicted.into());
             m.insert("attribution".into(), serde_json::to_value(&self.attributor.stats).expect("stats serialise"));
+            m.insert("ksc".into(), serde_json::to_value(&self.attributor.ksc.stats).expect("stats serialise"));
+            m.insert("dhcp".into(), serde_json::to_value(&self.attributor.leases.stats).expect("stats serialise"));
             if let Some((engine, delivery)) = &out.alerts {
                 let a = AlertStats {
                     engine: EngineStats::clone(&engine.stats),

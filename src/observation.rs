@@ -11,6 +11,8 @@ pub enum Via {
     Tls,
     Http,
     Quic,
+    Ksc,
+    Dhcp,
 }
 
 impl Via {
@@ -20,6 +22,8 @@ impl Via {
             Via::Tls => "tls",
             Via::Http => "http",
             Via::Quic => "quic",
+            Via::Ksc => "ksc",
+            Via::Dhcp => "dhcp",
         }
     }
 }
@@ -90,11 +94,62 @@ pub struct HttpDetail {
     pub user_agent: Option<String>,
 }
 
+/// What a Kaspersky Security Center port showed (see `ksc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KscContact {
+    /// A TCP connection to the server's port carrying a TLS ClientHello.
+    Tls,
+    /// A TCP connection carrying data that is neither TLS nor HTTP (legacy 14000, KSN proxy 13111).
+    Tcp,
+    /// A datagram from the server to an agent's wake-up port (15000/udp).
+    WakeUp,
+    /// A datagram from an agent to the server (13000/udp, 15111/udp).
+    Datagram,
+}
+
+impl KscContact {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KscContact::Tls => "tls",
+            KscContact::Tcp => "tcp",
+            KscContact::WakeUp => "wake-up",
+            KscContact::Datagram => "datagram",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KscDetail {
+    pub contact: KscContact,
+    /// The Administration Server (or KSN proxy) and the agent: the observation's `host` is the agent.
+    pub server: IpAddr,
+    pub agent: IpAddr,
+    /// The server's port, or the agent's for wake-ups.
+    pub port: u16,
+}
+
+/// A DHCP message's identity facts (see `dhcp_leases`): consumed by the sink, never an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DhcpDetail {
+    /// DHCPv4 ACK / DHCPv6 REPLY with an address: the lease.
+    pub ack: bool,
+    /// RELEASE or DECLINE: the client gives the address up.
+    pub release: bool,
+    pub mac: Option<[u8; 6]>,
+    /// Assigned (ACK, REPLY) or given up (RELEASE) address.
+    pub address: Option<IpAddr>,
+    /// Option 12 / option 81 / DHCPv6 client FQDN (first label kept as sent, escaped on output).
+    pub hostname: Option<String>,
+    pub lease_secs: Option<u32>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Detail {
     Dns(DnsDetail),
     Tls(TlsDetail),
     Http(HttpDetail),
+    Ksc(KscDetail),
+    Dhcp(DhcpDetail),
 }
 
 /// How the observation's name was found.
@@ -109,6 +164,11 @@ pub enum Attribution {
     Pending,
     /// From a DNS answer that gave this client the address it connected to.
     DnsAnswer,
+    /// An HTTP request's path or User-Agent (an `http-path` or `user-agent` rule); `domain` is
+    /// the Host it gave, or the server's address.
+    HttpPath,
+    /// A Kaspersky Security Center port pattern (`port` rule, see `ksc`).
+    Port,
 }
 
 impl Attribution {
@@ -117,6 +177,8 @@ impl Attribution {
             Attribution::Name => "name",
             Attribution::Pending => "pending",
             Attribution::DnsAnswer => "dns-answer",
+            Attribution::HttpPath => "http-path",
+            Attribution::Port => "port",
         }
     }
 }
@@ -145,6 +207,11 @@ pub struct Observation {
     pub wire_name: Option<String>,
     /// A resolver's upstream query for a name one of its clients asked it for.
     pub relayed: bool,
+    /// Pending HTTP: the `http-path` / `user-agent` rule to use when no DNS answer names it.
+    pub fallback_rule: Option<u32>,
+    /// The host's DHCP hostname and MAC at this moment (filled in by the sink).
+    pub hostname: Option<String>,
+    pub lease_mac: Option<[u8; 6]>,
 }
 
 /// Public resolvers Kaspersky products fall back to when system DNS does not give them their
@@ -154,6 +221,43 @@ pub const PUBLIC_RESOLVERS: [[u8; 4]; 5] =
     [[8, 8, 8, 8], [1, 1, 1, 1], [223, 6, 6, 6], [9, 9, 9, 9], [185, 228, 168, 168]];
 
 impl Observation {
+    /// A pending observation for unit tests of the sink's stages.
+    #[cfg(test)]
+    pub fn test_pending(
+        ts_ns: i64,
+        src: (IpAddr, u16),
+        dst: (IpAddr, u16),
+        host: IpAddr,
+        detail: Detail,
+    ) -> Observation {
+        let proto = match &detail {
+            Detail::Tls(_) | Detail::Http(_) => crate::decode::IPPROTO_TCP,
+            Detail::Ksc(k) if matches!(k.contact, KscContact::Tls | KscContact::Tcp) => crate::decode::IPPROTO_TCP,
+            _ => crate::decode::IPPROTO_UDP,
+        };
+        Observation {
+            ts_ns,
+            pos: Position::default(),
+            vlan: VlanTags::default(),
+            src: src.0,
+            sport: src.1,
+            dst: dst.0,
+            dport: dst.1,
+            proto,
+            host,
+            host_mac: None,
+            domain: String::new(),
+            rule: 0,
+            detail,
+            attribution: Attribution::Pending,
+            wire_name: None,
+            relayed: false,
+            fallback_rule: None,
+            hostname: None,
+            lease_mac: None,
+        }
+    }
+
     /// A DNS observation whose resolver side (the query's destination, or a lone response's
     /// source) is one of [`PUBLIC_RESOLVERS`].
     pub fn public_resolver(&self) -> bool {
@@ -170,6 +274,8 @@ impl Observation {
             Detail::Tls(t) if t.quic_version.is_some() => Via::Quic,
             Detail::Tls(_) => Via::Tls,
             Detail::Http(_) => Via::Http,
+            Detail::Ksc(_) => Via::Ksc,
+            Detail::Dhcp(_) => Via::Dhcp,
         }
     }
 

@@ -237,6 +237,23 @@ pub(crate) struct Reader<S> {
     pub(crate) last_ts: Option<i64>,
     /// `analyze` only: see [`AnsweredAddrs`]. Without it every nameless connection is kept.
     pub(crate) answered: Option<AnsweredAddrs>,
+    /// UDP ports passed on besides DNS and QUIC: DHCP, and the `port` rules' (KSC).
+    udp_ports: PortSet,
+}
+
+/// A set of ports, one bit each: a look-up per UDP packet costs a shift and a mask.
+struct PortSet(Box<[u64; 1024]>);
+
+impl PortSet {
+    fn new() -> PortSet {
+        PortSet(Box::new([0; 1024]))
+    }
+    fn insert(&mut self, p: u16) {
+        self.0[usize::from(p >> 6)] |= 1 << (p & 63);
+    }
+    fn contains(&self, p: u16) -> bool {
+        self.0[usize::from(p >> 6)] & (1 << (p & 63)) != 0
+    }
 }
 
 impl<S: PacketSink> Reader<S> {
@@ -250,6 +267,24 @@ impl<S: PacketSink> Reader<S> {
             first_ts: None,
             last_ts: None,
             answered: None,
+            udp_ports: {
+                let mut p = PortSet::new();
+                for port in [67, 68, 546, 547] {
+                    p.insert(port);
+                }
+                p
+            },
+        }
+    }
+
+    /// Passes on UDP to the ports of the `port` rules (a rules reload does not change them).
+    pub(crate) fn watch_port_rules(&mut self, rules: &Rules) {
+        for r in rules.set.rules.iter().filter(|r| r.kind == crate::rules::model::MatchKind::Port) {
+            for (port, proto) in r.patterns.iter().filter_map(|p| crate::rules::matcher::parse_port(p)) {
+                if proto == decode::IPPROTO_UDP {
+                    self.udp_ports.insert(port);
+                }
+            }
         }
     }
 
@@ -301,6 +336,7 @@ impl<S: PacketSink> Reader<S> {
             Transport::Udp => {
                 ((d.sport == 53 || d.dport == 53) && !d.payload.is_empty())
                     || crate::proto::quic::is_quic_long_header_initial(d.payload)
+                    || self.udp_ports.contains(d.dport)
             }
             Transport::Tcp { flags, .. } => !d.payload.is_empty() || flags & (TCP_SYN | TCP_RST) != 0,
         };
@@ -378,6 +414,7 @@ pub fn run(inputs: &[PathBuf], rules: Arc<Rules>, opts: &Options) -> Analysis {
         handles.push(h);
     }
     let mut reader = Reader::new(Dispatcher::new(senders, free_rx));
+    reader.watch_port_rules(&rules);
     reader.answered = Some(AnsweredAddrs::new(rules.clone()));
     let show_progress = opts.progress && std::io::stderr().is_terminal();
     let total_bytes: u64 = inputs.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();

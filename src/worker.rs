@@ -7,12 +7,16 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
+use crate::decode::{IPPROTO_TCP, IPPROTO_UDP};
 use crate::decode::{TCP_ACK, TCP_RST, TCP_SYN, Transport};
 use crate::flow::FlowKey;
 use crate::flow::reassembly::{Added, Stream};
 use crate::flow::table::FlowTable;
-use crate::observation::{Attribution, Detail, DnsAnswer, DnsDetail, HttpDetail, Observation, Position, TlsDetail};
-use crate::proto::{dns, http, quic, tls};
+use crate::observation::{
+    Attribution, Detail, DhcpDetail, DnsAnswer, DnsDetail, HttpDetail, KscContact, KscDetail, Observation, Position,
+    TlsDetail,
+};
+use crate::proto::{dhcp, dns, http, quic, tls};
 use crate::rules::matcher::Rules;
 
 /// Client bytes kept per TCP stream until the ClientHello or HTTP request headers are whole.
@@ -28,6 +32,13 @@ const CANDIDATES_MAX: usize = 131_072;
 const QUIC_PENDING_MAX: usize = 4096;
 /// A QUIC ClientHello not whole within this time is given up.
 const QUIC_WINDOW_NS: i64 = 10_000_000_000;
+/// KSC datagrams: one observation per flow (addresses and ports: a flow always goes to the same
+/// worker, so the count does not depend on the number of workers) and this time; a flood of
+/// datagrams to a KSC port then costs a look-up each, not an observation each.
+const KSC_DATAGRAM_EVERY_NS: i64 = 60_000_000_000;
+const KSC_DATAGRAMS_MAX: usize = 65_536;
+/// Kaspersky Security Center's wake-up port: the Administration Server sends, the agent listens.
+pub const KSC_WAKE_UP_PORT: u16 = 15000;
 
 /// A QUIC client's Initial packets so far: the keys of its first Initial (later ones may go to
 /// a new connection id but keep them, RFC 9001 5.2) and the CRYPTO stream.
@@ -126,6 +137,13 @@ pub struct WorkerStats {
     pub attribution_candidates_dropped: u64,
     /// Such connections to an address no matched DNS answer had given (`analyze`): not kept.
     pub attribution_unmapped: u64,
+    /// HTTP requests naming nothing whose path or User-Agent a rule matched.
+    pub http_path_matched: u64,
+    /// TCP connections and datagrams on Kaspersky Security Center ports that could be KSC
+    /// (TLS on 13000, non-HTTP data on 14000...), handed to the sink's pattern check.
+    pub ksc_contacts: u64,
+    pub dhcp_messages: u64,
+    pub dhcp_malformed: u64,
 }
 
 impl WorkerStats {
@@ -150,6 +168,10 @@ impl WorkerStats {
         self.attribution_candidates += o.attribution_candidates;
         self.attribution_candidates_dropped += o.attribution_candidates_dropped;
         self.attribution_unmapped += o.attribution_unmapped;
+        self.http_path_matched += o.http_path_matched;
+        self.ksc_contacts += o.ksc_contacts;
+        self.dhcp_messages += o.dhcp_messages;
+        self.dhcp_malformed += o.dhcp_malformed;
     }
 }
 
@@ -198,6 +220,8 @@ pub struct Worker {
     dns_pending: FxHashMap<(FlowKey, u16), Vec<Observation>>,
     dns_swept_at: i64,
     quic_pending: FxHashMap<FlowKey, QuicPending>,
+    /// KSC datagrams: when each flow last gave an observation.
+    ksc_datagrams: FxHashMap<FlowKey, i64>,
     /// Pending-attribution observations in `observations` (see [`Worker::take_observations`]).
     candidates_held: usize,
     pub observations: Vec<Observation>,
@@ -206,6 +230,50 @@ pub struct Worker {
 
 fn has_port(key: &FlowKey, port: u16) -> bool {
     key.a.1 == port || key.b.1 == port
+}
+
+/// DHCPv4 (67, 68) or DHCPv6 (546, 547) by both ports, as clients, servers and relays use them.
+fn dhcp_ports(m: &PacketMeta) -> bool {
+    let (a, b) = (m.key.a.1.min(m.key.b.1), m.key.a.1.max(m.key.b.1));
+    matches!((a, b), (67, 68) | (67, 67) | (546, 547) | (547, 547))
+}
+
+fn dhcpv4_detail(d: &dhcp::Dhcpv4) -> DhcpDetail {
+    use dhcp::Dhcpv4Type as T;
+    let ack = d.msg_type == Some(T::Ack);
+    let release = matches!(d.msg_type, Some(T::Release | T::Decline));
+    let address = match d.msg_type {
+        Some(T::Ack) => d.yiaddr,
+        Some(T::Release) => d.ciaddr,
+        Some(T::Decline) => d.requested_address,
+        _ => None,
+    };
+    DhcpDetail {
+        ack,
+        release,
+        mac: d.chaddr.or_else(|| d.client_id_mac()),
+        address: address.map(IpAddr::V4),
+        hostname: d.host_name.clone().or_else(|| d.fqdn.as_ref().map(|f| f.name.clone())).filter(|n| !n.is_empty()),
+        lease_secs: d.lease_time,
+    }
+}
+
+fn dhcpv6_detail(d: &dhcp::Dhcpv6, m: &PacketMeta) -> DhcpDetail {
+    use dhcp::Dhcpv6Type as T;
+    let first = d.addresses().next();
+    let ack = d.msg_type == T::Reply && first.is_some();
+    let release = matches!(d.msg_type, T::Release | T::Decline);
+    // A client's own message, sent directly, comes from its MAC.
+    let from_client =
+        matches!(d.msg_type, T::Solicit | T::Request | T::Renew | T::Rebind | T::Release) && d.relay.is_none();
+    DhcpDetail {
+        ack,
+        release,
+        mac: d.client_mac.or(if from_client { m.src_mac } else { None }),
+        address: if ack || release { first.map(|a| IpAddr::V6(a.address)) } else { None },
+        hostname: d.fqdn.as_ref().map(|f| f.name.clone()).filter(|n| !n.is_empty()),
+        lease_secs: first.map(|a| a.valid_lifetime),
+    }
 }
 
 impl Worker {
@@ -218,6 +286,7 @@ impl Worker {
             dns_pending: FxHashMap::default(),
             dns_swept_at: i64::MIN,
             quic_pending: FxHashMap::default(),
+            ksc_datagrams: FxHashMap::default(),
             candidates_held: 0,
             observations: Vec::new(),
             stats: WorkerStats::default(),
@@ -233,6 +302,10 @@ impl Worker {
                     self.dns_message(m, payload, m.ts_ns);
                 } else if quic::is_quic_long_header_initial(payload) || self.quic_pending.contains_key(&m.key) {
                     self.quic_datagram(m, payload);
+                } else if dhcp_ports(m) {
+                    self.dhcp_message(m, payload);
+                } else if !payload.is_empty() && self.rules.find_port(m.dst().1, IPPROTO_UDP).is_some() {
+                    self.ksc_datagram(m);
                 }
             }
             Transport::Tcp { seq, flags } => self.tcp(m, seq, flags, payload),
@@ -354,6 +427,10 @@ impl Worker {
     /// A ClientHello (over TCP, or QUIC when `quic_version` is set): an observation if a rule matches its SNI.
     fn client_hello(&mut self, m: &PacketMeta, ch: &tls::ClientHello, quic_version: Option<u32>) {
         let rule = ch.sni.as_deref().and_then(|sni| self.match_name(sni));
+        if rule.is_none() && quic_version.is_none() && self.rules.find_port(m.dst().1, IPPROTO_TCP).is_some() {
+            self.ksc_contact(m, KscContact::Tls);
+            return;
+        }
         // No name, or only an ECH provider's public one: the address may still say who it is.
         let candidate = rule.is_none() && (ch.sni.is_none() || ch.ech);
         if rule.is_none() && !candidate {
@@ -457,7 +534,69 @@ impl Worker {
             attribution: Attribution::Name,
             wire_name: None,
             relayed: false,
+            fallback_rule: None,
+            hostname: None,
+            lease_mac: None,
         }
+    }
+
+    /// A TCP connection or datagram on a KSC port: for the sink's pattern check (`ksc`), which
+    /// alone can tell an agent from software that happens to use the port.
+    fn ksc_contact(&mut self, m: &PacketMeta, contact: KscContact) {
+        let ((src, _), (dst, dport)) = (m.src(), m.dst());
+        let (server, agent) = if contact == KscContact::WakeUp { (src, dst) } else { (dst, src) };
+        if self.candidates_held >= CANDIDATES_MAX {
+            self.stats.attribution_candidates_dropped += 1;
+            return;
+        }
+        self.candidates_held += 1;
+        self.stats.ksc_contacts += 1;
+        let detail = Detail::Ksc(KscDetail { contact, server, agent, port: dport });
+        let mut o = Self::observation(m, m.ts_ns, agent, "", 0, detail);
+        o.host_mac = if agent == src { m.src_mac } else { None };
+        o.attribution = Attribution::Pending;
+        self.observations.push(o);
+    }
+
+    /// A datagram to a KSC UDP port: a wake-up (to 15000) or an agent's report; at most one
+    /// observation per flow a minute.
+    fn ksc_datagram(&mut self, m: &PacketMeta) {
+        let dport = m.dst().1;
+        if self.ksc_datagrams.get(&m.key).is_some_and(|t| (0..KSC_DATAGRAM_EVERY_NS).contains(&(m.ts_ns - t))) {
+            return;
+        }
+        if self.ksc_datagrams.len() >= KSC_DATAGRAMS_MAX {
+            self.ksc_datagrams.clear();
+        }
+        self.ksc_datagrams.insert(m.key, m.ts_ns);
+        let contact = if dport == KSC_WAKE_UP_PORT { KscContact::WakeUp } else { KscContact::Datagram };
+        self.ksc_contact(m, contact);
+    }
+
+    /// DHCPv4 (67/68) or DHCPv6 (546/547): who the client says it is and which address it holds,
+    /// for the sink's lease book. Bounded like the other observations held for the sink.
+    fn dhcp_message(&mut self, m: &PacketMeta, payload: &[u8]) {
+        self.stats.dhcp_messages += 1;
+        let detail = match m.key.a.0 {
+            IpAddr::V4(_) => dhcp::parse_dhcpv4(payload).map(|d| dhcpv4_detail(&d)),
+            IpAddr::V6(_) => dhcp::parse_dhcpv6(payload).map(|d| dhcpv6_detail(&d, m)),
+        };
+        let Ok(detail) = detail else {
+            self.stats.dhcp_malformed += 1;
+            return;
+        };
+        if detail.address.is_none() && detail.hostname.is_none() {
+            return; // nothing to learn (a DISCOVER without a name, an OFFER)
+        }
+        if self.candidates_held >= CANDIDATES_MAX {
+            self.stats.attribution_candidates_dropped += 1;
+            return;
+        }
+        self.candidates_held += 1;
+        let host = detail.address.unwrap_or(m.src().0);
+        let mut o = Self::observation(m, m.ts_ns, host, "", 0, Detail::Dhcp(detail));
+        o.attribution = Attribution::Pending;
+        self.observations.push(o);
     }
 
     fn dns_message(&mut self, m: &PacketMeta, msg: &[u8], ts_ns: i64) {
@@ -608,6 +747,11 @@ impl Worker {
                 flow.app = App::Tls;
             } else if http::looks_like_request(start) {
                 flow.app = App::Http;
+            } else if self.rules.find_port(m.dst().1, IPPROTO_TCP).is_some() {
+                // Neither TLS nor HTTP on a KSC port (legacy 14000, KSN proxy 13111).
+                self.done(m);
+                self.ksc_contact(m, KscContact::Tcp);
+                return;
             } else {
                 flow.unknown_segments[dir] = flow.unknown_segments[dir].saturating_add(1);
                 // Without a SYN the first segment may still be on its way; give it a little time.
@@ -758,17 +902,17 @@ impl Worker {
                         version: req.version.clone(),
                         user_agent: req.user_agent.clone(),
                     };
-                    match &req.host {
-                        // A bare address as Host names nothing: leave it to the DNS answers.
-                        Some(host) if host.parse::<IpAddr>().is_ok() => {
-                            self.candidate(m, Some(host), Detail::Http(detail))
+                    let named = match &req.host {
+                        Some(host) if host.parse::<IpAddr>().is_err() => self.match_name(host),
+                        _ => None,
+                    };
+                    match named {
+                        Some(rule) => {
+                            let host = req.host.as_deref().unwrap_or("");
+                            let o = Self::observation(m, m.ts_ns, m.src().0, host, rule, Detail::Http(detail));
+                            self.observations.push(o);
                         }
-                        Some(host) => {
-                            if let Some(o) = self.observe(m, m.ts_ns, m.src().0, host, Detail::Http(detail)) {
-                                self.observations.push(o);
-                            }
-                        }
-                        None => self.candidate(m, None, Detail::Http(detail)),
+                        None => self.http_unnamed(m, req.host.as_deref(), detail),
                     }
                     if req.chunked {
                         // Finding the next request would mean decoding chunks; one is enough.
@@ -781,6 +925,34 @@ impl Worker {
             }
         }
         self.put_stream(&m.key, dir, stream, before);
+    }
+
+    /// An HTTP request whose Host names nothing a rule matched (a bare address, no Host, another
+    /// name). A bare address or no Host: a DNS answer to this client may name the server; failing
+    /// that (or with another name), the update path or User-Agent rules may still recognise it.
+    fn http_unnamed(&mut self, m: &PacketMeta, host: Option<&str>, detail: HttpDetail) {
+        let by_path = self.rules.find_http(&detail.path, detail.user_agent.as_deref());
+        if by_path.is_some() {
+            self.stats.http_path_matched += 1;
+        }
+        let bare = host.is_none_or(|h| h.parse::<IpAddr>().is_ok());
+        if bare && m.attributable {
+            self.candidate(m, host, Detail::Http(detail));
+            if let Some(o) = self.observations.last_mut().filter(|o| o.attribution == Attribution::Pending) {
+                o.fallback_rule = by_path;
+            }
+            return;
+        }
+        if bare {
+            self.stats.attribution_unmapped += 1;
+        }
+        if let Some(rule) = by_path {
+            let server = m.dst().0.to_string();
+            let mut o = Self::observation(m, m.ts_ns, m.src().0, host.unwrap_or(&server), rule, Detail::Http(detail));
+            o.attribution = Attribution::HttpPath;
+            o.wire_name = host.map(str::to_string);
+            self.observations.push(o);
+        }
     }
 
     fn dns_over_tcp(&mut self, m: &PacketMeta, dir: usize) {

@@ -74,7 +74,8 @@ fn events_equal_tsharks_reading_of_every_capture() {
         for e in events(&[captures().join(file).to_str().unwrap()]).iter().filter(|e| e["attribution"] == "name") {
             *got.entry(key_of_event(e)).or_default() += 1;
         }
-        assert!(!want.is_empty(), "{file}: has Kaspersky names");
+        // Security Center traffic names nothing (tested below, by its ports).
+        assert!(!want.is_empty() || file == "ksc.pcap", "{file}: has Kaspersky names");
         assert_eq!(got, want, "{file}");
     }
 }
@@ -236,7 +237,7 @@ fn stdin_directories_and_csv() {
     let o = run(&["analyze", captures().to_str().unwrap()]);
     assert!(o.status.success());
     let table = stdout(&o);
-    assert!(table.contains("10.99.0.17") && table.contains("Totals: 24 input(s)"), "{table}");
+    assert!(table.contains("10.99.0.17") && table.contains("Totals: 28 input(s)"), "{table}");
     let d = tmpdir("csv");
     let csv = d.join("r.csv");
     assert!(
@@ -283,7 +284,8 @@ fn ja3_of_every_client_hello_equals_tsharks() {
 /// dnl-01.geo.kaspersky.com (answer 10.98.0.1), then connects to 10.98.0.1 with a ClientHello
 /// without SNI (openssl s_client -noservername) and plain HTTP with the address as Host (curl),
 /// and the same to 10.98.0.2, which no answer gave; 10.98.0.12, which asked nothing, connects
-/// to 10.98.0.1 the same way.
+/// to 10.98.0.1 the same way. The HTTP requests fetch an update file with the updater's
+/// User-Agent: where no answer names the server, the path still does (`http-path`).
 #[test]
 fn dns_answers_attribute_connections_that_name_nothing() {
     let file = captures().join("attribution.pcap");
@@ -294,30 +296,201 @@ fn dns_answers_attribute_connections_that_name_nothing() {
             (s(&e["event_type"]), s(&e["host"]), s(&e["dest_ip"]), s(&e["domain"]), s(&e["attribution"]))
         })
         .collect();
-    let want = |t: &str, attribution: &str| {
-        (
-            t.to_string(),
-            "10.98.0.11".to_string(),
-            "10.98.0.1".to_string(),
-            "dnl-01.geo.kaspersky.com".to_string(),
-            attribution.to_string(),
-        )
+    let want = |t: &str, host: &str, dest: &str, domain: &str, attribution: &str| {
+        (t.to_string(), host.to_string(), dest.to_string(), domain.to_string(), attribution.to_string())
     };
-    assert_eq!(got, [want("dns", "name"), want("tls", "dns-answer"), want("http", "dns-answer")]);
+    let name = "dnl-01.geo.kaspersky.com";
+    assert_eq!(
+        got,
+        [
+            want("dns", "10.98.0.11", "10.98.0.1", name, "name"),
+            want("tls", "10.98.0.11", "10.98.0.1", name, "dns-answer"),
+            want("http", "10.98.0.11", "10.98.0.1", name, "dns-answer"),
+            // No answer gave these addresses: never a name, but the request is an update fetch.
+            want("http", "10.98.0.11", "10.98.0.2", "10.98.0.2", "http-path"),
+            want("http", "10.98.0.12", "10.98.0.1", "10.98.0.1", "http-path"),
+        ]
+    );
     let ev = events(&[file.to_str().unwrap()]);
     assert!(ev[1]["tls"]["sni"].is_null(), "the packet had no SNI: {}", ev[1]);
     assert_eq!(ev[2]["http"]["hostname"], "10.98.0.1", "the Host the request carried");
     assert_eq!(ev[2]["category"], "update");
+    assert_eq!((&ev[3]["category"], &ev[3]["rule_id"]), (&"update".into(), &"kl-update-http-path".into()));
+    assert_eq!(ev[4]["http"]["hostname"], "10.98.0.1");
     let r = report(&[file.to_str().unwrap()]);
     assert_eq!(r["stats"]["attribution"]["attributed"], 2);
-    // TLS and HTTP each: 10.98.0.12 to 10.98.0.1 is looked up and not attributed (the answer
-    // went to 10.98.0.11); 10.98.0.11 to 10.98.0.2 is not even kept (no answer gave that address).
-    assert_eq!(r["stats"]["attribution"]["unattributed"], 2);
+    // 10.98.0.12 to 10.98.0.1 is looked up and not attributed (the answer went to 10.98.0.11):
+    // its TLS is dropped, its HTTP falls back to the path. 10.98.0.11 to 10.98.0.2 is not even
+    // kept for look-up (no answer gave that address); its HTTP is recognised by path directly.
+    assert_eq!(r["stats"]["attribution"]["unattributed"], 1);
+    assert_eq!(r["stats"]["attribution"]["http_path"], 1);
     assert_eq!(r["stats"]["attribution_candidates"], 4);
     assert_eq!(r["stats"]["attribution_unmapped"], 2);
+    assert_eq!(r["stats"]["http_path_matched"], 3);
     let hosts = r["hosts"].as_array().unwrap();
-    assert_eq!(hosts.len(), 1, "10.98.0.12 never asked: it is not a host of the report");
-    assert_eq!(hosts[0]["domains"][0]["via"], serde_json::json!(["dns", "http", "tls"]));
+    assert_eq!(hosts.len(), 2);
+    assert_eq!(hosts[1]["ip"], "10.98.0.11");
+    assert_eq!(hosts[1]["domains"][0]["via"], serde_json::json!(["dns", "http", "tls"]));
+    assert_eq!(hosts[0]["ip"], "10.98.0.12", "only its update fetch, by path");
+    assert_eq!(hosts[0]["domains"][0]["rule_id"], "kl-update-http-path");
+}
+
+/// `captures/ksc.pcap` (captures/make-ksc.sh): Kaspersky Security Center-like traffic on the
+/// real ports from openssl and socat, and decoys on the same ports. 10.96.0.1 is the
+/// Administration Server: 10.96.0.21 makes 3 TLS connections to 13000, 2 binary ones to 14000
+/// and sends a datagram to 13000/udp; 10.96.0.22 makes one TLS connection and is woken twice on
+/// 15000/udp; 10.96.0.23 makes 2 connections to the KSN proxy (13111). Decoys against
+/// 10.96.0.2: a single TLS connection to 13000 (.31), HTTP to 13000 (.32) and 14000 (.34),
+/// wake-ups to .33, which never connects.
+#[test]
+fn security_center_is_found_by_its_port_pattern_and_decoys_are_not() {
+    let file = captures().join("ksc.pcap");
+    let ev = events(&[file.to_str().unwrap()]);
+    let mut got: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for e in &ev {
+        assert_eq!((&e["event_type"], &e["attribution"]), (&"ksc".into(), &"port".into()), "{e}");
+        assert_eq!((&e["category"], &e["rule_id"]), (&"management".into(), &"kl-management-ksc-ports".into()));
+        assert_eq!(e["domain"], e["ksc"]["server"]);
+        assert_eq!(e["host"], e["ksc"]["agent"]);
+        let what = format!("{}:{}", e["ksc"]["contact"].as_str().unwrap(), e["ksc"]["port"]);
+        *got.entry((e["host"].as_str().unwrap().to_string(), what)).or_default() += 1;
+    }
+    let want: BTreeMap<(String, String), usize> = [
+        (("10.96.0.21", "tls:13000"), 3),
+        (("10.96.0.21", "tcp:14000"), 2),
+        (("10.96.0.21", "datagram:13000"), 1),
+        (("10.96.0.22", "tls:13000"), 1),
+        (("10.96.0.22", "wake-up:15000"), 2),
+        (("10.96.0.23", "tcp:13111"), 2),
+    ]
+    .into_iter()
+    .map(|((h, w), n)| ((h.to_string(), w.to_string()), n))
+    .collect();
+    assert_eq!(got, want);
+    assert!(ev.iter().all(|e| e["ksc"]["server"] == "10.96.0.1"), "nothing of the decoy server");
+    let r = report(&[file.to_str().unwrap()]);
+    let rows: BTreeMap<&str, &Value> =
+        r["hosts"].as_array().unwrap().iter().map(|h| (h["ip"].as_str().unwrap(), h)).collect();
+    assert_eq!(rows.keys().copied().collect::<Vec<_>>(), ["10.96.0.1", "10.96.0.21", "10.96.0.22", "10.96.0.23"]);
+    assert_eq!(rows["10.96.0.1"]["ksc_role"], "admin-server");
+    assert_eq!(rows["10.96.0.1"]["categories"]["management"], 11, "it served every contact");
+    for agent in ["10.96.0.21", "10.96.0.22", "10.96.0.23"] {
+        assert_eq!(rows[agent]["ksc_role"], "agent");
+        assert_eq!(rows[agent]["verdict"], "active-after-cutoff", "an agent still talking to its server");
+    }
+    assert_eq!(rows["10.96.0.1"]["verdict"], "active-after-cutoff");
+    let k = &r["stats"]["ksc"];
+    assert_eq!((k["pairs_confirmed"].as_u64(), k["events"].as_u64()), (Some(3), Some(11)));
+    // .31's one ClientHello, .33's three wake-ups (each from its own port: one flow each).
+    assert_eq!(k["unconfirmed"], 4, "{k}");
+}
+
+/// `captures/dhcp.pcap` (captures/make-dhcp.sh): ISC dhclient against dnsmasq. alpha-laptop
+/// (02:95:00:00:00:11) leases 10.95.0.50, fetches an update, releases it; bravo-desktop
+/// (…:12) gets the same address and does the same; charlie-ws (…:13) leases fd95::50 by DHCPv6
+/// with a client FQDN and fetches over IPv6. Option 12 is only in the clients' messages.
+#[test]
+fn dhcp_leases_name_the_host_that_held_the_address_then() {
+    let file = captures().join("dhcp.pcap");
+    let ev = events(&[file.to_str().unwrap()]);
+    let names: Vec<(&str, &str, &str)> = ev
+        .iter()
+        .map(|e| {
+            (e["host"].as_str().unwrap(), e["event_type"].as_str().unwrap(), e["hostname"].as_str().unwrap_or("-"))
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("10.95.0.50", "dns", "alpha-laptop"),
+            ("10.95.0.50", "http", "alpha-laptop"),
+            ("10.95.0.50", "dns", "bravo-desktop"),
+            ("10.95.0.50", "http", "bravo-desktop"),
+            ("fd95::50", "dns", "charlie-ws"),
+            ("fd95::50", "http", "charlie-ws"),
+        ]
+    );
+    let r = report(&[file.to_str().unwrap()]);
+    let rows: BTreeMap<&str, &Value> =
+        r["hosts"].as_array().unwrap().iter().map(|h| (h["ip"].as_str().unwrap(), h)).collect();
+    let v4 = rows["10.95.0.50"];
+    assert_eq!(
+        (&v4["hostname"], &v4["mac"]),
+        (&"bravo-desktop".into(), &"02:95:00:00:00:12".into()),
+        "the latest holder"
+    );
+    assert_eq!(v4["hostnames"], serde_json::json!(["alpha-laptop", "bravo-desktop"]));
+    let v6 = rows["fd95::50"];
+    assert_eq!((&v6["hostname"], &v6["mac"]), (&"charlie-ws".into(), &"02:95:00:00:00:13".into()), "MAC from the DUID");
+    let d = &r["stats"]["dhcp"];
+    assert_eq!(
+        (d["leases"].as_u64(), d["releases"].as_u64(), d["with_hostname"].as_u64()),
+        (Some(3), Some(1), Some(3))
+    );
+    assert_eq!(r["stats"]["dhcp_messages"], 13, "9 DHCPv4 (two DORA, a RELEASE), 4 DHCPv6: {}", r["stats"]);
+}
+
+/// `captures/public-dns.pcap` (captures/make-public-dns.sh): the corporate resolver (dnsmasq,
+/// 10.94.0.53) answers NXDOMAIN for Kaspersky names; 10.94.0.11 then asks stand-in resolvers
+/// rewritten to 8.8.8.8 and 1.1.1.1 with tcprewrite. 10.94.0.12 asks 8.8.8.8 for another name.
+#[test]
+fn falling_back_to_public_resolvers_is_flagged() {
+    let file = captures().join("public-dns.pcap");
+    let ev = events(&[file.to_str().unwrap()]);
+    let got: Vec<(&str, &str, &str, bool)> = ev
+        .iter()
+        .map(|e| {
+            (
+                e["dest_ip"].as_str().unwrap(),
+                e["domain"].as_str().unwrap(),
+                e["dns"]["rcode"].as_str().unwrap(),
+                e["dns"]["public_resolver"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("10.94.0.53", "ds.kaspersky.com", "NXDOMAIN", false),
+            ("8.8.8.8", "ds.kaspersky.com", "NOERROR", true),
+            ("1.1.1.1", "dnl-01.geo.kaspersky.com", "NOERROR", true),
+        ]
+    );
+    let r = report(&[file.to_str().unwrap()]);
+    let hosts = r["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 1, "10.94.0.12 asked a public resolver, but for no Kaspersky name");
+    assert_eq!(
+        (&hosts[0]["ip"], &hosts[0]["flags"]),
+        (&"10.94.0.11".into(), &serde_json::json!(["public-dns-fallback"]))
+    );
+}
+
+/// `captures/vlans.pcap` (captures/make-vlans.sh): the same address, 10.93.0.10, on VLAN 10
+/// before the cutoff and on VLAN 20 after it (tags added with tcprewrite, as the kernel here
+/// has no 802.1Q): two hosts, two verdicts.
+#[test]
+fn the_same_address_on_two_vlans_is_two_hosts() {
+    let file = captures().join("vlans.pcap");
+    let r = report(&[file.to_str().unwrap()]);
+    let rows: Vec<(&Value, &Value, &Value, &Value)> =
+        r["hosts"].as_array().unwrap().iter().map(|h| (&h["ip"], &h["vlan"], &h["verdict"], &h["mac"])).collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                &"10.93.0.10".into(),
+                &serde_json::json!([20]),
+                &"active-after-cutoff".into(),
+                &"02:93:00:00:00:0b".into()
+            ),
+            (
+                &"10.93.0.10".into(),
+                &serde_json::json!([10]),
+                &"active-before-cutoff".into(),
+                &"02:93:00:00:00:0a".into()
+            ),
+        ]
+    );
 }
 
 /// `captures/resolver.pcap` (captures/make-resolver.sh): two clients ask a corporate dnsmasq

@@ -274,6 +274,6 @@ fn asking_a_public_resolver_for_kaspersky_names_is_flagged() {
     let csv = d.join("r.csv");
     assert!(run(&["analyze", "-q", &cap, "--report", csv.to_str().unwrap()]).status.success());
     let text = std::fs::read_to_string(&csv).unwrap();
-    assert!(text.lines().next().unwrap().ends_with(",flags"), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("10.0.0.5,") && l.ends_with(",public-dns-fallback")), "{text}");
+    assert!(text.lines().next().unwrap().ends_with(",flags,hostname,ksc_role"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("10.0.0.5,") && l.ends_with(",public-dns-fallback,,")), "{text}");
 }

@@ -6,9 +6,9 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::decode::VlanTags;
-use crate::observation::Observation;
+use crate::observation::{Detail, Observation};
 use crate::rules::matcher::Rules;
-use crate::rules::model::Category;
+use crate::rules::model::{Category, Rule};
 
 /// Domains listed per host; past this, further names are only counted.
 pub const MAX_DOMAINS_PER_HOST: usize = 1000;
@@ -77,9 +77,84 @@ pub struct Host {
     pub role: Option<&'static str>,
     /// Upstream queries made for its clients: listed, never part of its own verdict.
     pub relayed_queries: u64,
+    /// Its DHCP host name at its latest observation, and the names it had before (in order).
+    pub hostname: Option<String>,
+    pub hostnames: Vec<String>,
+    /// The MAC its DHCP lease names: preferred to the one its packets came from.
+    pub dhcp_mac: Option<[u8; 6]>,
+    /// Kaspersky Security Center: `agent` (talks to an Administration Server) or `admin-server`.
+    pub ksc_role: Option<&'static str>,
 }
 
+/// Host names listed per host (an address passed from client to client).
+const HOSTNAMES_PER_HOST: usize = 8;
+
 impl Host {
+    fn new(key: HostKey, ts_ns: i64) -> Host {
+        Host {
+            key,
+            first_ns: ts_ns,
+            last_ns: ts_ns,
+            last_after_cutoff_ns: None,
+            banned_seen: false,
+            categories: BTreeMap::new(),
+            domains: BTreeMap::new(),
+            domains_dropped: 0,
+            mac: None,
+            mac_counts: BTreeMap::new(),
+            recent: VecDeque::new(),
+            public_dns_fallback: false,
+            role: None,
+            relayed_queries: 0,
+            hostname: None,
+            hostnames: Vec::new(),
+            dhcp_mac: None,
+            ksc_role: None,
+        }
+    }
+
+    /// One observation of `category` at `ts_ns`, for the verdict.
+    fn count(&mut self, category: Category, ts_ns: i64, cutoff: i64) {
+        *self.categories.entry(category).or_default() += 1;
+        if category.is_banned_service() {
+            self.banned_seen = true;
+            if ts_ns >= cutoff {
+                self.last_after_cutoff_ns = Some(self.last_after_cutoff_ns.map_or(ts_ns, |t| t.max(ts_ns)));
+            }
+        }
+    }
+
+    /// Keeps `o` as evidence and counts it under `domain`.
+    fn note(&mut self, o: &Observation, domain: &str, rule: &Rule) {
+        if self.recent.len() == RECENT_PER_HOST {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(o.clone());
+        let len = self.domains.len();
+        match self.domains.get_mut(domain) {
+            Some(d) => {
+                d.count += 1;
+                d.first_ns = d.first_ns.min(o.ts_ns);
+                d.last_ns = d.last_ns.max(o.ts_ns);
+                d.via.insert(o.via().as_str());
+            }
+            None if len < MAX_DOMAINS_PER_HOST => {
+                self.domains.insert(
+                    domain.to_string(),
+                    DomainStats {
+                        category: rule.category,
+                        rule_id: rule.id.clone(),
+                        count: 1,
+                        first_ns: o.ts_ns,
+                        last_ns: o.ts_ns,
+                        via: BTreeSet::from([o.via().as_str()]),
+                    },
+                );
+            }
+            None => self.domains_dropped += 1,
+        }
+    }
+
     /// Notes about the host beyond its verdict: `public-dns-fallback`.
     pub fn flags(&self) -> Vec<String> {
         let mut f = Vec::new();
@@ -196,37 +271,31 @@ impl HostTable {
                 .entry(rule.category)
                 .or_default() += 1;
         }
-        let h = self.hosts.entry(key).or_insert_with(|| Host {
-            key,
-            first_ns: o.ts_ns,
-            last_ns: o.ts_ns,
-            last_after_cutoff_ns: None,
-            banned_seen: false,
-            categories: BTreeMap::new(),
-            domains: BTreeMap::new(),
-            domains_dropped: 0,
-            mac: None,
-            mac_counts: BTreeMap::new(),
-            recent: VecDeque::new(),
-            public_dns_fallback: false,
-            role: None,
-            relayed_queries: 0,
-        });
+        if let Detail::Ksc(k) = &o.detail {
+            self.credit_server(o, k.server, rule, cutoff);
+        }
+        let h = self.hosts.entry(key).or_insert_with(|| Host::new(key, o.ts_ns));
         h.first_ns = h.first_ns.min(o.ts_ns);
         h.last_ns = h.last_ns.max(o.ts_ns);
+        if let Some(name) = &o.hostname {
+            if !h.hostnames.contains(name) && h.hostnames.len() < HOSTNAMES_PER_HOST {
+                h.hostnames.push(name.clone());
+            }
+            h.hostname = Some(name.clone());
+        }
+        if o.lease_mac.is_some() {
+            h.dhcp_mac = o.lease_mac;
+        }
+        if matches!(o.detail, Detail::Ksc(_)) {
+            h.ksc_role.get_or_insert("agent");
+        }
         if o.relayed {
             // A client's query passed on: not the resolver's own Kaspersky traffic.
             h.relayed_queries += 1;
             return;
         }
         h.public_dns_fallback |= o.public_resolver();
-        *h.categories.entry(rule.category).or_default() += 1;
-        if rule.category.is_banned_service() {
-            h.banned_seen = true;
-            if o.ts_ns >= cutoff {
-                h.last_after_cutoff_ns = Some(h.last_after_cutoff_ns.map_or(o.ts_ns, |t| t.max(o.ts_ns)));
-            }
-        }
+        h.count(rule.category, o.ts_ns, cutoff);
         if let Some(m) = o.host_mac {
             let n = h.mac_counts.len();
             match h.mac_counts.get_mut(&m) {
@@ -237,33 +306,23 @@ impl HostTable {
                 None => {}
             }
         }
-        if h.recent.len() == RECENT_PER_HOST {
-            h.recent.pop_front();
+        h.note(o, &o.domain, rule);
+    }
+
+    /// A Security Center contact counts for the Administration Server too: it serves the agent
+    /// (or wakes it), so Kaspersky software runs there as well.
+    fn credit_server(&mut self, o: &Observation, server: IpAddr, rule: &Rule, cutoff: i64) {
+        let key = HostKey { vlan: o.vlan, ip: server };
+        if !self.hosts.contains_key(&key) && self.hosts.len() >= self.max_hosts {
+            self.evict_half();
         }
-        h.recent.push_back(o.clone());
-        let len = h.domains.len();
-        match h.domains.get_mut(&o.domain) {
-            Some(d) => {
-                d.count += 1;
-                d.first_ns = d.first_ns.min(o.ts_ns);
-                d.last_ns = d.last_ns.max(o.ts_ns);
-                d.via.insert(o.via().as_str());
-            }
-            None if len < MAX_DOMAINS_PER_HOST => {
-                h.domains.insert(
-                    o.domain.clone(),
-                    DomainStats {
-                        category: rule.category,
-                        rule_id: rule.id.clone(),
-                        count: 1,
-                        first_ns: o.ts_ns,
-                        last_ns: o.ts_ns,
-                        via: BTreeSet::from([o.via().as_str()]),
-                    },
-                );
-            }
-            None => h.domains_dropped += 1,
-        }
+        let h = self.hosts.entry(key).or_insert_with(|| Host::new(key, o.ts_ns));
+        h.first_ns = h.first_ns.min(o.ts_ns);
+        h.last_ns = h.last_ns.max(o.ts_ns);
+        h.ksc_role = Some("admin-server");
+        h.count(rule.category, o.ts_ns, cutoff);
+        // Its "domains" are the agents it serves.
+        h.note(o, &o.host.to_string(), rule);
     }
 
     fn evict_half(&mut self) {
@@ -278,12 +337,13 @@ impl HostTable {
             .values()
             .map(|h| {
                 let mut h = h.clone();
-                h.mac = h
-                    .mac_counts
-                    .iter()
-                    .filter(|(m, _)| self.macs.get(*m).is_none_or(|ips| ips.single()))
-                    .max_by_key(|(m, n)| (**n, std::cmp::Reverse(**m)))
-                    .map(|(m, _)| *m);
+                h.mac = h.dhcp_mac.or_else(|| {
+                    h.mac_counts
+                        .iter()
+                        .filter(|(m, _)| self.macs.get(*m).is_none_or(|ips| ips.single()))
+                        .max_by_key(|(m, n)| (**n, std::cmp::Reverse(**m)))
+                        .map(|(m, _)| *m)
+                });
                 h
             })
             .collect();

@@ -66,8 +66,16 @@ struct HttpOut<'a> {
     method: &'a str,
     path: &'a str,
     version: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     user_agent: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct KscOut {
+    /// `tls`, `tcp`, `wake-up` or `datagram`.
+    contact: &'static str,
+    server: IpAddr,
+    agent: IpAddr,
+    port: u16,
 }
 
 #[derive(Serialize)]
@@ -80,6 +88,9 @@ struct EventOut<'a> {
     dest_port: u16,
     proto: &'static str,
     host: IpAddr,
+    /// The host's DHCP host name at that moment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hostname: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     vlan: Option<&'a [u16]>,
     domain: &'a str,
@@ -87,7 +98,7 @@ struct EventOut<'a> {
     category: Category,
     rule_id: &'a str,
     after_cutoff: bool,
-    /// `name` (in the packet) or `dns-answer`.
+    /// `name` (in the packet), `dns-answer`, `http-path` or `port`.
     attribution: &'static str,
     /// A resolver's query for a name one of its clients asked it for.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -103,6 +114,8 @@ struct EventOut<'a> {
     tls: Option<TlsOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     http: Option<HttpOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ksc: Option<KscOut>,
 }
 
 /// Where observations came from: capture files, or interfaces (live).
@@ -126,10 +139,10 @@ pub fn write_events(
     };
     for o in observations {
         let rule = rules.rule(o.rule);
-        let (mut dns_out, mut tls_out, mut http_out) = (None, None, None);
+        let (mut dns_out, mut tls_out, mut http_out, mut ksc_out) = (None, None, None, None);
         // The name the packet itself carried.
         let wire = match o.attribution {
-            Attribution::DnsAnswer => o.wire_name.as_deref(),
+            Attribution::DnsAnswer | Attribution::HttpPath => o.wire_name.as_deref(),
             _ => Some(o.domain.as_str()),
         };
         match &o.detail {
@@ -178,6 +191,11 @@ pub fn write_events(
                     user_agent: h.user_agent.as_deref(),
                 })
             }
+            Detail::Ksc(k) => {
+                ksc_out = Some(KscOut { contact: k.contact.as_str(), server: k.server, agent: k.agent, port: k.port })
+            }
+            // Consumed by the lease book; never an event.
+            Detail::Dhcp(_) => continue,
         }
         let ev = EventOut {
             timestamp: rfc3339(o.ts_ns),
@@ -188,6 +206,7 @@ pub fn write_events(
             dest_port: o.dport,
             proto: if o.proto == crate::decode::IPPROTO_TCP { "TCP" } else { "UDP" },
             host: o.host,
+            hostname: o.hostname.as_deref(),
             vlan: vlan_opt(&o.vlan),
             domain: &o.domain,
             vendor: &rules.set.vendors[rule.vendor].id,
@@ -202,6 +221,7 @@ pub fn write_events(
             dns: dns_out,
             tls: tls_out,
             http: http_out,
+            ksc: ksc_out,
         };
         serde_json::to_writer(&mut *out, &ev)?;
         out.write_all(b"\n")?;

@@ -58,8 +58,25 @@ pub fn add_values(a: &mut serde_json::Value, b: &serde_json::Value) {
 
 fn merge_host(a: &mut HostRow, b: HostRow) {
     a.first_seen = min_s(&a.first_seen, &b.first_seen);
-    a.mac = a.mac.take().or(b.mac);
-    a.role = a.role.take().or(b.role);
+    a.mac = a.mac.take().or(b.mac.clone());
+    a.role = a.role.take().or(b.role.clone());
+    // Host names: the newer report's is the current one; all of them are listed.
+    let names_of =
+        |h: &HostRow| if h.hostnames.is_empty() { h.hostname.iter().cloned().collect() } else { h.hostnames.clone() };
+    let mut names: Vec<String> = names_of(a);
+    for n in names_of(&b) {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    if b.hostname.is_some() && (b.last_seen >= a.last_seen || a.hostname.is_none()) {
+        a.hostname = b.hostname.clone();
+    }
+    a.hostnames = if names.len() > 1 { names } else { Vec::new() };
+    let server = |r: &Option<String>| r.as_deref() == Some("admin-server");
+    if a.ksc_role.is_none() || server(&b.ksc_role) {
+        a.ksc_role = b.ksc_role.clone().or(a.ksc_role.take());
+    }
     a.relayed_queries += b.relayed_queries;
     a.flags = a.flags.iter().chain(&b.flags).cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
     a.last_seen = max_s(&a.last_seen, &b.last_seen);

@@ -58,6 +58,12 @@ pub struct HostRow {
     /// The host's own MAC address, when known (see `host::Host::mac`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// Its DHCP host name (option 12 / 81, DHCPv6 client FQDN) at its latest observation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Every host name the address had during the observations, when more than one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
     pub verdict: String,
     pub first_seen: String,
     pub last_seen: String,
@@ -79,6 +85,9 @@ pub struct HostRow {
     /// A resolver's upstream queries for its clients' Kaspersky names (not its own traffic).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub relayed_queries: u64,
+    /// Kaspersky Security Center: `agent` or `admin-server`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ksc_role: Option<String>,
     /// The latest observations, for the reader of the HTML report.
     #[serde(default)]
     pub evidence: Vec<Evidence>,
@@ -188,6 +197,8 @@ impl Report {
                 ip: h.key.ip,
                 vlan: (!h.key.vlan.is_empty()).then(|| h.key.vlan.as_slice().to_vec()),
                 mac: h.mac.as_ref().map(crate::host::mac_text),
+                hostname: h.hostname.clone(),
+                hostnames: if h.hostnames.len() > 1 { h.hostnames.clone() } else { Vec::new() },
                 verdict: h.verdict().as_str().into(),
                 first_seen: rfc3339(h.first_ns),
                 last_seen: rfc3339(h.last_ns),
@@ -211,6 +222,7 @@ impl Report {
                 flags: h.flags(),
                 role: h.role.map(str::to_string),
                 relayed_queries: h.relayed_queries,
+                ksc_role: h.ksc_role.map(str::to_string),
                 evidence: h.recent.iter().map(evidence_of).collect(),
             })
             .collect();
@@ -262,7 +274,7 @@ impl Report {
         for c in Category::ALL {
             let _ = write!(s, ",{}", c.as_str());
         }
-        s.push_str(",domains,mac,flags\n");
+        s.push_str(",domains,mac,flags,hostname,ksc_role\n");
         for h in &self.hosts {
             let _ = write!(
                 s,
@@ -280,10 +292,12 @@ impl Report {
             let domains: Vec<String> = h.domains.iter().map(|d| format!("{} ({})", d.domain, d.count)).collect();
             let _ = writeln!(
                 s,
-                ",{},{},{}",
+                ",{},{},{},{},{}",
                 csv_cell(&domains.join("; ")),
                 h.mac.as_deref().unwrap_or(""),
-                h.flags.join(" ")
+                h.flags.join(" "),
+                csv_cell(h.hostname.as_deref().unwrap_or("")),
+                h.ksc_role.as_deref().unwrap_or("")
             );
         }
         s
@@ -324,11 +338,20 @@ impl Report {
             let vlan = vlan_text(h);
             let top: Vec<String> = h.domains.iter().take(3).map(|d| format!("{} ({})", d.domain, d.count)).collect();
             let more = h.domains.len().saturating_sub(3);
+            let host = match &h.hostname {
+                Some(n) => format!("{} {n}", h.ip),
+                None => h.ip.to_string(),
+            };
+            let role = match (h.ksc_role.as_deref(), h.role.as_deref()) {
+                (Some(k), _) => format!("[KSC {k}] "),
+                (None, Some(r)) => format!("[{r}] "),
+                _ => String::new(),
+            };
             let count = |c: Category| h.categories.get(&c).copied().unwrap_or(0);
             let _ = writeln!(
                 s,
-                "{:<26} {:<6} {:<20} {:<20} {:<20} {:<20} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5}  {}{}",
-                h.ip.to_string(),
+                "{:<26} {:<6} {:<20} {:<20} {:<20} {:<20} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5}  {role}{}{}",
+                host,
                 if vlan.is_empty() { "-".to_string() } else { vlan },
                 h.verdict,
                 short(&h.first_seen),

@@ -78,8 +78,30 @@ fn line_of(text: &str, offset: usize) -> usize {
     text.get(..offset.min(text.len())).map_or(1, |t| t.bytes().filter(|&b| b == b'\n').count() + 1)
 }
 
-/// Checks a pattern: lowercase labels of letters, digits, '-', '_' (and '*', '?' for globs).
+/// Checks a pattern: lowercase labels of letters, digits, '-', '_' (and '*', '?' for globs);
+/// for `http-path` and `user-agent`, lowercase printable ASCII without spaces; for `port`,
+/// `N/tcp` or `N/udp`.
 fn check_pattern(p: &str, kind: MatchKind) -> Result<(), String> {
+    match kind {
+        MatchKind::Port => {
+            return crate::rules::matcher::parse_port(p)
+                .map(|_| ())
+                .ok_or_else(|| format!("pattern {p:?}: expected PORT/tcp or PORT/udp, e.g. 13000/tcp"));
+        }
+        MatchKind::HttpPath | MatchKind::UserAgent => {
+            if kind == MatchKind::HttpPath && !p.starts_with(['/', '*']) {
+                return Err(format!("pattern {p:?}: an HTTP path pattern starts with '/' or '*'"));
+            }
+            return match p.chars().find(|c| !c.is_ascii_graphic() || c.is_ascii_uppercase()) {
+                Some(c) => {
+                    Err(format!("pattern {p:?}: character {c:?} not allowed (lowercase printable ASCII, no spaces)"))
+                }
+                None if p.is_empty() => Err("empty pattern".into()),
+                None => Ok(()),
+            };
+        }
+        _ => {}
+    }
     if p.is_empty() || p.starts_with('.') || p.ends_with('.') || p.contains("..") {
         return Err(format!("pattern {p:?}: empty label or leading/trailing dot"));
     }
@@ -137,7 +159,7 @@ pub fn parse_into(set: &mut RuleSet, file: &str, text: &str) -> Result<(), Rules
             err(
                 r.kind.span().start,
                 format!(
-                    "rule {id:?}: field `match`: unknown match kind {:?} (expected exact, suffix or glob)",
+                    "rule {id:?}: field `match`: unknown match kind {:?} (expected exact, suffix, glob, http-path, user-agent or port)",
                     r.kind.get_ref()
                 ),
             )
@@ -290,5 +312,28 @@ mod tests {
         assert!(e.to_string().contains("NOPE"), "{e}");
         let e = parse("[[rule]]\nid = \"a\"\n").unwrap_err();
         assert!(e.to_string().starts_with("t.toml:"), "{e}");
+    }
+
+    #[test]
+    fn path_user_agent_and_port_patterns_are_checked() {
+        let rule = |kind: &str, p: &str| {
+            parse(&format!("[[rule]]\nid = \"a\"\ncategory = \"update\"\nmatch = \"{kind}\"\npattern = \"{p}\"\n"))
+        };
+        assert!(rule("http-path", "/diffs/*").is_ok());
+        assert!(rule("user-agent", "@*").is_ok());
+        assert!(rule("port", "13000/tcp").is_ok());
+        for (kind, p) in [
+            ("http-path", "diffs/*"),
+            ("http-path", "/a b"),
+            ("http-path", "/Diffs"),
+            ("port", "13000"),
+            ("port", "0/udp"),
+            ("port", "70000/tcp"),
+            ("port", "13000/sctp"),
+        ] {
+            let e = rule(kind, p).unwrap_err().to_string();
+            assert!(e.contains("field `pattern`"), "{kind} {p}: {e}");
+        }
+        assert!(rule("regex", "x").unwrap_err().to_string().contains("http-path, user-agent or port"));
     }
 }

@@ -64,22 +64,19 @@ impl Matcher {
             glob: FxHashMap::default(),
             entries: Vec::with_capacity(set.rules.iter().map(|r| r.patterns.len()).sum()),
         };
-        for (ri, r) in set.rules.iter().enumerate() {
+        for (ri, r) in set.rules.iter().enumerate().filter(|(_, r)| r.kind.is_name()) {
             for (pi, pattern) in r.patterns.iter().enumerate() {
                 let e = m.entries.len() as u32;
                 let is_glob = r.kind == MatchKind::Glob && pattern.contains(['*', '?']);
                 let rank = match (r.kind, is_glob) {
-                    (MatchKind::Exact, _) | (MatchKind::Glob, false) => 3,
                     (MatchKind::Glob, true) => 2,
                     (MatchKind::Suffix, _) => 1,
+                    _ => 3,
                 };
                 let labels = pattern.split('.').count().min(u16::MAX as usize) as u16;
                 m.entries.push(Entry { rule: ri as u32, pattern: pi as u32, labels, rank });
                 // A later duplicate pattern of the same kind never wins; the first one stays.
                 match (r.kind, is_glob) {
-                    (MatchKind::Exact, _) | (MatchKind::Glob, false) => {
-                        m.exact.entry(Arc::clone(pattern)).or_insert(e);
-                    }
                     (MatchKind::Suffix, _) => {
                         m.suffix.entry(Arc::clone(pattern)).or_insert(e);
                     }
@@ -91,6 +88,9 @@ impl Matcher {
                             .entry(labels[split..].join("."))
                             .or_default()
                             .push(Glob { entry: e, head: labels[..split].iter().map(|s| s.to_string()).collect() });
+                    }
+                    _ => {
+                        m.exact.entry(Arc::clone(pattern)).or_insert(e);
                     }
                 }
             }
@@ -173,16 +173,74 @@ impl Matcher {
     }
 }
 
+/// HTTP paths and User-Agents longer than this are matched on their first bytes only.
+const HTTP_MATCH_MAX: usize = 2048;
+
 /// Rules and their matcher together.
 pub struct Rules {
     pub set: RuleSet,
     matcher: Matcher,
+    /// `http-path` and `user-agent` patterns (few: a scan is cheap), with their rule.
+    paths: Vec<(u32, Arc<str>)>,
+    agents: Vec<(u32, Arc<str>)>,
+    /// `port` rules: (port, IP protocol number) -> rule.
+    ports: Vec<(u16, u8, u32)>,
+}
+
+/// `13000/tcp` -> (13000, 6).
+pub fn parse_port(p: &str) -> Option<(u16, u8)> {
+    let (n, proto) = p.split_once('/')?;
+    let proto = match proto {
+        "tcp" => crate::decode::IPPROTO_TCP,
+        "udp" => crate::decode::IPPROTO_UDP,
+        _ => return None,
+    };
+    Some((n.parse::<u16>().ok().filter(|n| *n > 0)?, proto))
+}
+
+/// A glob over a whole text (`*` may span '/'), case-insensitive: patterns are lowercase.
+fn glob_text(pat: &str, text: &str) -> bool {
+    let text = &text.as_bytes()[..text.len().min(HTTP_MATCH_MAX)];
+    let lower: Vec<u8> = text.iter().map(u8::to_ascii_lowercase).collect();
+    glob_label(pat.as_bytes(), &lower)
 }
 
 impl Rules {
     pub fn new(set: RuleSet) -> Rules {
         let matcher = Matcher::new(&set);
-        Rules { set, matcher }
+        let (mut paths, mut agents, mut ports) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, r) in set.rules.iter().enumerate() {
+            for p in &r.patterns {
+                match r.kind {
+                    MatchKind::HttpPath => paths.push((i as u32, Arc::clone(p))),
+                    MatchKind::UserAgent => agents.push((i as u32, Arc::clone(p))),
+                    MatchKind::Port => ports.extend(parse_port(p).map(|(n, proto)| (n, proto, i as u32))),
+                    _ => {}
+                }
+            }
+        }
+        Rules { set, matcher, paths, agents, ports }
+    }
+
+    /// An HTTP request that names nothing a rule matched: the rule its path (without the query)
+    /// or its User-Agent matches, path first.
+    pub fn find_http(&self, path: &str, user_agent: Option<&str>) -> Option<u32> {
+        let path = path.split(['?', '#']).next().unwrap_or("");
+        let by_path = self.paths.iter().find(|(_, p)| glob_text(p, path)).map(|(r, _)| *r);
+        by_path.or_else(|| {
+            let ua = user_agent?.trim();
+            self.agents.iter().find(|(_, p)| glob_text(p, ua)).map(|(r, _)| *r)
+        })
+    }
+
+    /// The `port` rule for a port and IP protocol (see `ksc`).
+    pub fn find_port(&self, port: u16, proto: u8) -> Option<u32> {
+        self.ports.iter().find(|(n, p, _)| *n == port && *p == proto).map(|(_, _, r)| *r)
+    }
+
+    /// Whether any `port` rule exists (the workers skip the KSC checks otherwise).
+    pub fn has_ports(&self) -> bool {
+        !self.ports.is_empty()
     }
 
     pub fn find(&self, name: &str) -> Option<&Rule> {
@@ -284,5 +342,29 @@ pattern = "ksn-*-geo.kaspersky-labs.com"
         for decoy in ["kaspersky.com.evil.test", "notkaspersky.com", "mykaspersky-labs.com"] {
             assert_eq!(cat(decoy), None, "{decoy}");
         }
+    }
+
+    #[test]
+    fn http_paths_user_agents_and_ports() {
+        let r = Rules::new(crate::rules::load::load(None).unwrap());
+        let id = |i: Option<u32>| i.map(|i| r.rule(i).id.as_str());
+        for path in [
+            "/diffs/bases/av/kdb/i386/kdb-i386-0607g.xml.dif",
+            "/bases/av/kdb/i386/kdb-i386-0607g.xml",
+            "/Updates/index/u0607g.xml.dif?x=1",
+            "/index/U0607G.XML",
+        ] {
+            assert_eq!(id(r.find_http(path, None)), Some("kl-update-http-path"), "{path}");
+        }
+        assert_eq!(id(r.find_http("/", Some("@hEKzPRNa0lItsGIjysY"))), Some("kl-update-http-user-agent"));
+        for (path, ua) in [("/", Some("curl/8.0")), ("/bases/", None), ("/index.html", None), ("/x?/diffs/", None)] {
+            assert_eq!(r.find_http(path, ua), None, "{path} {ua:?}");
+        }
+        // Long hostile paths cost a bounded scan.
+        assert_eq!(r.find_http(&"/a".repeat(100_000), Some(&"x".repeat(100_000))), None);
+        assert_eq!(id(r.find_port(13000, crate::decode::IPPROTO_TCP)), Some("kl-management-ksc-ports"));
+        assert_eq!(id(r.find_port(15000, crate::decode::IPPROTO_UDP)), Some("kl-management-ksc-ports"));
+        assert_eq!(r.find_port(15000, crate::decode::IPPROTO_TCP), None);
+        assert!(r.find("13000/tcp").is_none(), "port and path patterns are never names");
     }
 }

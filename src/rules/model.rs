@@ -47,12 +47,18 @@ impl Category {
     }
 }
 
+/// How a rule's patterns are matched: against names (exact, suffix, glob), or, for traffic that
+/// names nothing, against an HTTP request's path or User-Agent, or a port (`13000/tcp`) that the
+/// Kaspersky Security Center detector watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum MatchKind {
     Exact,
     Suffix,
     Glob,
+    HttpPath,
+    UserAgent,
+    Port,
 }
 
 impl MatchKind {
@@ -61,8 +67,16 @@ impl MatchKind {
             "exact" => Some(MatchKind::Exact),
             "suffix" => Some(MatchKind::Suffix),
             "glob" => Some(MatchKind::Glob),
+            "http-path" => Some(MatchKind::HttpPath),
+            "user-agent" => Some(MatchKind::UserAgent),
+            "port" => Some(MatchKind::Port),
             _ => None,
         }
+    }
+
+    /// Matched against DNS, SNI and Host names.
+    pub fn is_name(self) -> bool {
+        matches!(self, MatchKind::Exact | MatchKind::Suffix | MatchKind::Glob)
     }
 }
 

@@ -9,42 +9,17 @@
 # Recorded with tcpdump on the bridge, then moved to 2024-10-20 (after the cutoff) with editcap.
 # Needs root, iproute2, tcpdump, tshark (editcap), dnsmasq, dnsutils, curl, openssl, python3.
 #
-#   sudo captures/make-attribution.sh
+#   sudo captures/make-attribution.sh [OUT-DIR]   # writes OUT-DIR/attribution.pcap (default: captures/)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-work=$(mktemp -d /tmp/kavwatch-attr.XXXXXX)
+out=$(mkdir -p "${1:-$here}" && cd "${1:-$here}" && pwd)
+. "$here/netns.sh"
 S=kwa-srv
-C=(kwa-c1 kwa-c2)
-cleanup() {
-  for ns in "$S" "${C[@]}"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true; done
-  sleep 0.2
-  for ns in "$S" "${C[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-cleanup 2>/dev/null; work=$(mktemp -d /tmp/kavwatch-attr.XXXXXX)
-nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+netns_init attr $S kwa-c1 kwa-c2
 
-ip netns add $S
-nsx $S ip link add br0 type bridge
-nsx $S ip link set br0 up
-nsx $S ip addr add 10.98.0.1/24 dev br0
-nsx $S ip addr add 10.98.0.2/24 dev br0
-nsx $S ip link set lo up
-n=10
-for c in "${C[@]}"; do
-  n=$((n + 1))
-  ip netns add "$c"
-  ip link add "$c-e" type veth peer name "$c-b"
-  ip link set "$c-e" netns "$c"
-  ip link set "$c-b" netns $S
-  nsx $S ip link set "$c-b" master br0 up
-  nsx "$c" ip link set "$c-e" name eth0
-  nsx "$c" ip link set eth0 up
-  nsx "$c" ip link set lo up
-  nsx "$c" ip addr add "10.98.0.$n/24" dev eth0
-  nsx "$c" ethtool -K eth0 tso off gso off gro off >/dev/null 2>&1 || true
-done
+add_bridge_ns $S 10.98.0.1/24,10.98.0.2/24
+add_client kwa-c1 $S 10.98.0.11/24
+add_client kwa-c2 $S 10.98.0.12/24
 
 cd "$work"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=kavwatch-test \
@@ -73,9 +48,7 @@ connect kwa-c1 10.98.0.1
 connect kwa-c1 10.98.0.2
 connect kwa-c2 10.98.0.1
 sleep 2
-kill -INT $dump; wait $dump 2>/dev/null || true
+stop_capture $dump
 # Move to 2024-10-20T12:00:00Z, after the cutoff.
-first=$(tshark -r "$work/raw.pcap" -T fields -e frame.time_epoch -c 1)
-shift=$(python3 -c "print(1729425600 - int(float('$first')))")
-editcap -F pcap -t "$shift" "$work/raw.pcap" "$here/attribution.pcap"
-echo "wrote $here/attribution.pcap: $(capinfos -c -M "$here/attribution.pcap" | tail -1)"
+shift_to "$work/raw.pcap" "$out/attribution.pcap" 2024-10-20T12:00:00Z
+wrote "$out/attribution.pcap"

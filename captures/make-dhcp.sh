@@ -21,45 +21,20 @@
 # editcap. Transaction ids and ports differ from run to run; MACs, DUIDs and addresses do not.
 # Needs root, iproute2, tcpdump, tshark (editcap), dnsmasq, isc-dhcp-client, dnsutils, curl, python3.
 #
-#   sudo captures/make-dhcp.sh
+#   sudo captures/make-dhcp.sh [OUT-DIR]   # writes OUT-DIR/dhcp.pcap (default: captures/)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+out=$(mkdir -p "${1:-$here}" && cd "${1:-$here}" && pwd)
+. "$here/netns.sh"
 S=kwd-srv
-C=(kwd-alpha kwd-bravo kwd-charlie)
-M=(02:95:00:00:00:11 02:95:00:00:00:12 02:95:00:00:00:13)
-cleanup() {
-  for ns in "$S" "${C[@]}"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true; done
-  sleep 0.2
-  for ns in "$S" "${C[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
-  rm -rf "${work:-/nonexistent}"
-}
-trap cleanup EXIT
-cleanup 2>/dev/null
-work=$(mktemp -d /tmp/kavwatch-dhcp.XXXXXX)
-nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+netns_init dhcp $S kwd-alpha kwd-bravo kwd-charlie
 
-ip netns add $S
-nsx $S sysctl -qw net.ipv6.conf.default.accept_dad=0 net.ipv6.conf.all.accept_dad=0
-nsx $S ip link add br0 address 02:95:00:00:00:01 type bridge mcast_snooping 0
-nsx $S ip link set br0 up
-nsx $S ip addr add 10.95.0.1/24 dev br0
-nsx $S ip -6 addr add fd95::1/64 dev br0 nodad
-nsx $S ip link set lo up
-for i in 0 1 2; do
-  c=${C[$i]}
-  ip netns add "$c"
-  # Per-namespace settings: no duplicate address detection, so addresses work at once.
-  nsx "$c" sysctl -qw net.ipv6.conf.default.accept_dad=0 net.ipv6.conf.all.accept_dad=0
-  ip link add "$c-e" type veth peer name "$c-b"
-  ip link set "$c-e" netns "$c"
-  ip link set "$c-b" netns $S
-  nsx $S ip link set "$c-b" master br0 up
-  nsx "$c" ip link set "$c-e" name eth0
-  nsx "$c" ip link set eth0 address "${M[$i]}"
-  nsx "$c" ip link set eth0 up
-  nsx "$c" ip link set lo up
-  nsx "$c" ethtool -K eth0 tso off gso off gro off >/dev/null 2>&1 || true
-done
+# No addresses on the clients: dhclient puts them on. (No duplicate address detection anywhere, so
+# addresses work at once, and no multicast snooping on br0: netns.sh.)
+add_bridge_ns $S 10.95.0.1/24,fd95::1/64 02:95:00:00:00:01
+add_client kwd-alpha $S - 02:95:00:00:00:11
+add_client kwd-bravo $S - 02:95:00:00:00:12
+add_client kwd-charlie $S - 02:95:00:00:00:13
 
 cd "$work"
 mkdir -p www/diffs/bases/av/kdb/i386 && echo update > www/diffs/bases/av/kdb/i386/kdb-i386-0607g.xml.dif
@@ -128,9 +103,7 @@ sleep 1
 dhc kwd-charlie charlie -6 -1 -D LL
 fetch kwd-charlie fd95::1 '[fd95::1]' -6 AAAA
 sleep 1
-kill -INT $dump; wait $dump 2>/dev/null || true
+stop_capture $dump
 # Move the first packet to 2024-10-22T08:00:00Z, after the cutoff.
-first=$(tshark -r "$work/raw.pcap" -T fields -e frame.time_epoch -c 1)
-shift=$(python3 -c "from decimal import Decimal as D; print(D(1729584000) - D('$first').quantize(D('0.000001')))")
-editcap -F pcap -t "$shift" "$work/raw.pcap" "$here/dhcp.pcap"
-echo "wrote $here/dhcp.pcap: $(capinfos -c -M "$here/dhcp.pcap" | tail -1)"
+shift_to "$work/raw.pcap" "$out/dhcp.pcap" 2024-10-22T08:00:00Z
+wrote "$out/dhcp.pcap"

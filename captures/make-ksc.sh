@@ -22,21 +22,15 @@
 # 2024-10-21T09:00:00Z (after the cutoff) with editcap.
 # Needs root, iproute2, tcpdump, tshark (editcap, capinfos), openssl, socat, python3, curl.
 #
-#   sudo captures/make-ksc.sh
+#   sudo captures/make-ksc.sh [OUT-DIR]   # writes OUT-DIR/ksc.pcap (default: captures/)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-work=$(mktemp -d /tmp/kavwatch-ksc.XXXXXX)
+out=$(mkdir -p "${1:-$here}" && cd "${1:-$here}" && pwd)
+. "$here/netns.sh"
 S=kwk-srv
 C=(kwk-a21 kwk-a22 kwk-a23 kwk-d31 kwk-d32 kwk-d33 kwk-d34) # the last two digits are the host: 10.96.0.NN
-cleanup() {
-  for ns in "$S" "${C[@]}"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true; done
-  sleep 0.2
-  for ns in "$S" "${C[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-cleanup 2>/dev/null; work=$(mktemp -d /tmp/kavwatch-ksc.XXXXXX)
-nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+netns_init ksc $S "${C[@]}"
+
 # Waits until NS has a socket bound to ADDR:PORT (tcp listening, or udp), at most 5 s.
 bound() { # bound NS tcp|udp ADDR:PORT
   local i opt=-ltn; [ "$2" = udp ] && opt=-lun
@@ -44,23 +38,9 @@ bound() { # bound NS tcp|udp ADDR:PORT
   echo "nothing bound to $2 $3 in $1" >&2; return 1
 }
 
-ip netns add $S
-nsx $S ip link add br0 type bridge
-nsx $S ip link set br0 up
-nsx $S ip addr add 10.96.0.1/24 dev br0
-nsx $S ip addr add 10.96.0.2/24 dev br0
-nsx $S ip link set lo up
+add_bridge_ns $S 10.96.0.1/24,10.96.0.2/24
 nsx $S ethtool -K br0 tso off gso off >/dev/null 2>&1 || true
-for c in "${C[@]}"; do
-  ip netns add "$c"
-  # Both ends made inside the namespaces: no interface of this script ever exists outside them.
-  nsx $S ip link add "$c-b" type veth peer name eth0 netns "$c"
-  nsx $S ip link set "$c-b" master br0 up
-  nsx "$c" ip link set eth0 up
-  nsx "$c" ip link set lo up
-  nsx "$c" ip addr add "10.96.0.${c: -2}/24" dev eth0
-  nsx "$c" ethtool -K eth0 tso off gso off gro off >/dev/null 2>&1 || true
-done
+for c in "${C[@]}"; do add_client "$c" $S "10.96.0.${c: -2}/24"; done
 
 cd "$work"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=kavwatch-test \
@@ -122,9 +102,7 @@ for i in 1 2 3; do nsx kwk-d32 curl -s -o /dev/null http://10.96.0.2:13000/; sle
 for i in 1 2 3; do udp $S 10.96.0.2 10.96.0.33:15000 '\x01\x00\x00\x20KLWAKE\x00\x00\x5a\xa5\xde\xad\xbe\xef\x00\x01\x02\x03'; sleep 0.5; done
 for i in 1 2 3; do tcp kwk-d34 10.96.0.2:14000 'GET / HTTP/1.1\r\nHost: x\r\n\r\n'; sleep 0.5; done
 sleep 1.5
-kill -INT $dump; wait $dump 2>/dev/null || true
+stop_capture $dump
 # Move the first packet to 2024-10-21T09:00:00Z, after the cutoff.
-first=$(tshark -r "$work/raw.pcap" -T fields -e frame.time_epoch -c 1 2>/dev/null)
-shift=$(python3 -c "from decimal import Decimal as D; print(D(1729501200) - D('$first'))")
-editcap -F pcap -t "$shift" "$work/raw.pcap" "$here/ksc.pcap"
-echo "wrote $here/ksc.pcap: $(capinfos -c -M "$here/ksc.pcap" | tail -1)"
+shift_to "$work/raw.pcap" "$out/ksc.pcap" 2024-10-21T09:00:00Z
+wrote "$out/ksc.pcap"

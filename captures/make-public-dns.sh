@@ -16,41 +16,18 @@
 # Needs root, iproute2, tcpdump, tshark (editcap, capinfos), tcpreplay (tcprewrite), dnsmasq,
 # dnsutils, python3.
 #
-#   sudo captures/make-public-dns.sh
+#   sudo captures/make-public-dns.sh [OUT-DIR]   # writes OUT-DIR/public-dns.pcap (default: captures/)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+out=$(mkdir -p "${1:-$here}" && cd "${1:-$here}" && pwd)
+. "$here/netns.sh"
 S=kwp-srv
-N=(kwp-corp kwp-c1 kwp-c2)
-A=(10.94.0.53 10.94.0.11 10.94.0.12)
-cleanup() {
-  for ns in "$S" "${N[@]}"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true; done
-  sleep 0.2
-  for ns in "$S" "${N[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
-  rm -rf "${work:-/nonexistent}"
-}
-trap cleanup EXIT
-cleanup 2>/dev/null
-work=$(mktemp -d /tmp/kavwatch-pubdns.XXXXXX)
-nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+netns_init pubdns $S kwp-corp kwp-c1 kwp-c2
 
-ip netns add $S
-nsx $S ip link add br0 type bridge
-nsx $S ip link set br0 up
-nsx $S ip addr add 10.94.0.8/24 dev br0
-nsx $S ip addr add 10.94.0.9/24 dev br0
-nsx $S ip link set lo up
-for i in 0 1 2; do
-  ns=${N[$i]}
-  ip netns add "$ns"
-  ip link add "$ns-e" type veth peer name "$ns-b"
-  ip link set "$ns-e" netns "$ns"
-  ip link set "$ns-b" netns $S
-  nsx $S ip link set "$ns-b" master br0 up
-  nsx "$ns" ip link set "$ns-e" name eth0
-  nsx "$ns" ip link set eth0 up
-  nsx "$ns" ip link set lo up
-  nsx "$ns" ip addr add "${A[$i]}/24" dev eth0
-done
+add_bridge_ns $S 10.94.0.8/24,10.94.0.9/24
+add_client kwp-corp $S 10.94.0.53/24
+add_client kwp-c1 $S 10.94.0.11/24
+add_client kwp-c2 $S 10.94.0.12/24
 
 # The corporate resolver: --address=/kaspersky.com/ with no address is NXDOMAIN for the domain
 # and all its subdomains (dnsmasq(8)).
@@ -77,11 +54,9 @@ q kwp-c1 10.94.0.9 dnl-01.geo.kaspersky.com   # and 1.1.1.1
 q kwp-c2 10.94.0.8 www.example.test           # decoy: a public resolver, no Kaspersky name
 q kwp-c2 10.94.0.53 www.example.test
 sleep 1
-kill -INT $dump; wait $dump 2>/dev/null || true
+stop_capture $dump
 tcprewrite --pnat=10.94.0.8/32:8.8.8.8/32,10.94.0.9/32:1.1.1.1/32 --fixcsum \
   -i "$work/raw.pcap" -o "$work/nat.pcap"
 # Move to 2024-10-23T10:00:00Z, after the cutoff.
-first=$(tshark -r "$work/nat.pcap" -T fields -e frame.time_epoch -c 1)
-shift=$(python3 -c "from decimal import Decimal as D; print(D(1729677600) - D('$first'))")
-editcap -F pcap -t "$shift" "$work/nat.pcap" "$here/public-dns.pcap"
-echo "wrote $here/public-dns.pcap: $(capinfos -c -M "$here/public-dns.pcap" | tail -1)"
+shift_to "$work/nat.pcap" "$out/public-dns.pcap" 2024-10-23T10:00:00Z
+wrote "$out/public-dns.pcap"

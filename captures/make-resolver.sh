@@ -10,40 +10,18 @@
 # Recorded with tcpdump on the bridge, moved to 2024-10-21 (after the cutoff) with editcap.
 # Needs root, iproute2, tcpdump, tshark (editcap), dnsmasq, dnsutils.
 #
-#   sudo captures/make-resolver.sh
+#   sudo captures/make-resolver.sh [OUT-DIR]   # writes OUT-DIR/resolver.pcap (default: captures/)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+out=$(mkdir -p "${1:-$here}" && cd "${1:-$here}" && pwd)
+. "$here/netns.sh"
 U=kwr-up
-N=(kwr-res kwr-c1 kwr-c2)
-A=(10.97.0.53 10.97.0.11 10.97.0.12)
-cleanup() {
-  for ns in "$U" "${N[@]}"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true; done
-  sleep 0.2
-  for ns in "$U" "${N[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
-  rm -rf "${work:-/nonexistent}"
-}
-trap cleanup EXIT
-cleanup 2>/dev/null
-work=$(mktemp -d /tmp/kavwatch-resolver.XXXXXX)
-nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+netns_init resolver $U kwr-res kwr-c1 kwr-c2
 
-ip netns add $U
-nsx $U ip link add br0 type bridge
-nsx $U ip link set br0 up
-nsx $U ip addr add 10.97.0.1/24 dev br0
-nsx $U ip link set lo up
-for i in 0 1 2; do
-  ns=${N[$i]}
-  ip netns add "$ns"
-  ip link add "$ns-e" type veth peer name "$ns-b"
-  ip link set "$ns-e" netns "$ns"
-  ip link set "$ns-b" netns $U
-  nsx $U ip link set "$ns-b" master br0 up
-  nsx "$ns" ip link set "$ns-e" name eth0
-  nsx "$ns" ip link set eth0 up
-  nsx "$ns" ip link set lo up
-  nsx "$ns" ip addr add "${A[$i]}/24" dev eth0
-done
+add_bridge_ns $U 10.97.0.1/24
+add_client kwr-res $U 10.97.0.53/24
+add_client kwr-c1 $U 10.97.0.11/24
+add_client kwr-c2 $U 10.97.0.12/24
 
 nsx $U dnsmasq --no-daemon --conf-file=/dev/null --no-resolv --no-hosts --bind-interfaces \
   --listen-address=10.97.0.1 --except-interface=lo --pid-file="$work/up.pid" \
@@ -66,9 +44,6 @@ sleep 0.2
 # The resolver host's own lookup, straight upstream: nobody asked it this name.
 nsx kwr-res dig +short +tries=1 @10.97.0.1 s01.upd.kaspersky.com >/dev/null
 sleep 1
-kill -INT $dump
-wait $dump 2>/dev/null || true
-first=$(tshark -r "$work/raw.pcap" -T fields -e frame.time_epoch -c 1)
-shift=$(python3 -c "print(1729512000 - int(float('$first')))")
-editcap -F pcap -t "$shift" "$work/raw.pcap" "$here/resolver.pcap"
-echo "wrote $here/resolver.pcap: $(capinfos -c -M "$here/resolver.pcap" | tail -1)"
+stop_capture $dump
+shift_to "$work/raw.pcap" "$out/resolver.pcap" 2024-10-21T12:00:00Z
+wrote "$out/resolver.pcap"

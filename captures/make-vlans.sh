@@ -14,21 +14,13 @@
 # Needs root, iproute2, tcpdump, tshark (editcap, mergecap, capinfos), tcpreplay (tcprewrite),
 # dnsmasq, dnsutils, openssl, python3.
 #
-#   sudo captures/make-vlans.sh
+#   sudo captures/make-vlans.sh [OUT-DIR]   # writes OUT-DIR/vlans.pcap (default: captures/)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+out=$(mkdir -p "${1:-$here}" && cd "${1:-$here}" && pwd)
+. "$here/netns.sh"
 NETS=(a b)
-NS=(kwv-a-srv kwv-a-c kwv-b-srv kwv-b-c)
-cleanup() {
-  for ns in "${NS[@]}"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true; done
-  sleep 0.2
-  for ns in "${NS[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
-  rm -rf "${work:-/nonexistent}"
-}
-trap cleanup EXIT
-cleanup 2>/dev/null
-work=$(mktemp -d /tmp/kavwatch-vlans.XXXXXX)
-nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+netns_init vlans kwv-a-srv kwv-a-c kwv-b-srv kwv-b-c
 
 cd "$work"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=kavwatch-test \
@@ -36,23 +28,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=k
 declare -A MAC=([a]=02:93:00:00:00:0a [b]=02:93:00:00:00:0b)
 for x in "${NETS[@]}"; do
   s=kwv-$x-srv c=kwv-$x-c
-  ip netns add "$s"
-  nsx "$s" ip link add br0 type bridge
-  nsx "$s" ip link set br0 up
-  nsx "$s" ip addr add 10.93.0.53/24 dev br0
-  nsx "$s" ip addr add 10.93.0.80/24 dev br0
-  nsx "$s" ip link set lo up
-  ip netns add "$c"
-  ip link add "$c-e" type veth peer name "$c-b"
-  ip link set "$c-e" netns "$c"
-  ip link set "$c-b" netns "$s"
-  nsx "$s" ip link set "$c-b" master br0 up
-  nsx "$c" ip link set "$c-e" name eth0
-  nsx "$c" ip link set eth0 address "${MAC[$x]}"
-  nsx "$c" ip link set eth0 up
-  nsx "$c" ip link set lo up
-  nsx "$c" ip addr add 10.93.0.10/24 dev eth0
-  nsx "$c" ethtool -K eth0 tso off gso off gro off >/dev/null 2>&1 || true
+  add_bridge_ns "$s" 10.93.0.53/24,10.93.0.80/24
+  add_client "$c" "$s" 10.93.0.10/24 "${MAC[$x]}"
   nsx "$s" dnsmasq --no-daemon --conf-file=/dev/null --no-resolv --no-hosts --bind-interfaces \
     --listen-address=10.93.0.53 --except-interface=lo --pid-file="$work/dnsmasq-$x.pid" --local-ttl=300 \
     --address=/dnl-01.geo.kaspersky.com/10.93.0.80 --address=/ds.kaspersky.com/10.93.0.80 \
@@ -76,16 +53,14 @@ visit() { # visit NS NAME: look the name up, then a TLS handshake to its address
 visit kwv-a-c dnl-01.geo.kaspersky.com
 visit kwv-b-c ds.kaspersky.com
 sleep 2
-for x in "${NETS[@]}"; do kill -INT "${dump[$x]}"; wait "${dump[$x]}" 2>/dev/null || true; done
+stop_capture "${dump[@]}"
 
 # Tag and move each network: A on VLAN 10 before the cutoff, B on VLAN 20 after it.
-declare -A VLAN=([a]=10 [b]=20) WHEN=([a]=1726833600 [b]=1729425600) # 2024-09-20/2024-10-20T12:00:00Z
+declare -A VLAN=([a]=10 [b]=20) WHEN=([a]=2024-09-20T12:00:00Z [b]=2024-10-20T12:00:00Z)
 for x in "${NETS[@]}"; do
   tcprewrite --enet-vlan=add --enet-vlan-tag="${VLAN[$x]}" --enet-vlan-cfi=0 --enet-vlan-pri=0 --fixcsum \
     -i "$work/raw-$x.pcap" -o "$work/tag-$x.pcap"
-  first=$(tshark -r "$work/tag-$x.pcap" -T fields -e frame.time_epoch -c 1)
-  shift=$(python3 -c "from decimal import Decimal as D; print(D(${WHEN[$x]}) - D('$first'))")
-  editcap -F pcap -t "$shift" "$work/tag-$x.pcap" "$work/when-$x.pcap"
+  shift_to "$work/tag-$x.pcap" "$work/when-$x.pcap" "${WHEN[$x]}"
 done
-mergecap -F pcap -w "$here/vlans.pcap" "$work/when-a.pcap" "$work/when-b.pcap"
-echo "wrote $here/vlans.pcap: $(capinfos -c -M "$here/vlans.pcap" | tail -1)"
+mergecap -F pcap -w "$out/vlans.pcap" "$work/when-a.pcap" "$work/when-b.pcap"
+wrote "$out/vlans.pcap"

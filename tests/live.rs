@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// Ethernet captures that tcpreplay can put on a veth as they are.
-const REPLAYED: [&str; 14] = [
+const REPLAYED: [&str; 18] = [
     "demo.pcapng",
     "dns-udp.pcap",
     "dns-tcp.pcap",
@@ -27,6 +27,10 @@ const REPLAYED: [&str; 14] = [
     "quic-h3.pcap",
     "attribution.pcap",
     "resolver.pcap",
+    "ksc.pcap",
+    "dhcp.pcap",
+    "public-dns.pcap",
+    "vlans.pcap",
 ];
 
 fn is_root() -> bool {
@@ -277,6 +281,9 @@ fn replay_matches_analyze(engine: &str, workers: &str) {
     assert!(off_events.len() > 50, "the captures give {} events", off_events.len());
     assert_eq!(multiset(&live_events), multiset(&off_events), "live ({engine}, {workers} workers) and analyze differ");
     assert!(live_events.iter().all(|e| e["input"] == "c0" && e["interface"] == "c0"));
+    // Live too: Security Center found by its port pattern, hosts named by their DHCP leases.
+    assert_eq!(live_events.iter().filter(|e| e["event_type"] == "ksc").count(), 11);
+    assert!(live_events.iter().any(|e| e["hostname"] == "bravo-desktop" && e["host"] == "10.95.0.50"));
     assert_eq!(verdicts(&live_report), verdicts(&json(&off_rep)));
     // Capture counters: none dropped, and the packets seen are the ones replayed (AF_PACKET
     // fanout hands over IPv4 fragments reassembled, as one packet: a few less).

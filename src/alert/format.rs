@@ -249,6 +249,8 @@ struct JsonAlert<'a> {
     vlan: &'a [u16],
     #[serde(skip_serializing_if = "Option::is_none")]
     mac: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hostname: Option<&'a str>,
     vendor: &'a str,
     category: Category,
     severity: Severity,
@@ -266,7 +268,7 @@ struct JsonAlert<'a> {
 
 /// kavwatch JSON, one line without a newline: every field of the alert, times as RFC 3339 strings
 /// (`timestamp`, `first_seen`, `last_seen`, `cutoff`) instead of nanoseconds; `vlan` left out
-/// when untagged, `mac` when unknown. Printable ASCII (see the module notes).
+/// when untagged, `mac` and `hostname` when unknown. Printable ASCII (see the module notes).
 pub fn to_json(a: &Alert) -> String {
     ascii_json(&JsonAlert {
         id: &a.id,
@@ -275,6 +277,7 @@ pub fn to_json(a: &Alert) -> String {
         host: a.host,
         vlan: &a.vlan,
         mac: a.mac.as_deref(),
+        hostname: a.hostname.as_deref(),
         vendor: &a.vendor,
         category: a.category,
         severity: a.severity,
@@ -305,7 +308,7 @@ fn ecs_mac(mac: &str) -> String {
 /// dataset, module), `source.*`/`destination.*` (ip, port, the host's mac on its side,
 /// destination.domain), `network.*` (transport, protocol, type, vlan.id outer and inner.vlan.id
 /// innermost, as strings), `dns.question.name` + `dns.type`, `tls.client.server_name` or
-/// `url.domain` + `url.path`, `rule.*`, `observer.*`, `host.ip` (+ `host.mac`) of the alerted
+/// `url.domain` + `url.path`, `rule.*`, `observer.*`, `host.ip` (+ `host.mac`, `host.hostname`) of the alerted
 /// host, `related.hosts`/`related.ip`, `labels.after_cutoff` ("true"/"false") and the rest under
 /// `kavwatch.*`. Printable ASCII (see the module notes).
 pub fn to_ecs(a: &Alert) -> String {
@@ -336,6 +339,9 @@ pub fn to_ecs(a: &Alert) -> String {
     let mut host = json!({ "ip": [a.host] });
     if let Some(m) = &a.mac {
         host["mac"] = json!([ecs_mac(m)]);
+    }
+    if let Some(n) = &a.hostname {
+        host["hostname"] = json!(n);
     }
 
     let mut related_ip = vec![a.host];
@@ -476,7 +482,8 @@ impl CefExt<'_> {
 /// id (else `kavwatch-<category>`), NAME e.g. "Kaspersky update contact after the US cutoff",
 /// SEVERITY 8/5/3 for high/medium/low. Extension keys, in this order (those marked ? only when
 /// they apply): rt, externalId (alert id), cat (category), src, spt, dst, dpt, proto, app
-/// (DNS/TLS/HTTP), smac? or dmac? (the host's MAC on its side), dhost (evidence name), request?
+/// (DNS/TLS/HTTP), smac? or dmac? (the host's MAC on its side), shost? (its DHCP host name, when
+/// it is the source), dhost (evidence name), request?
 /// (`http://name/path` for HTTP), cnt (count), start, end, dvchost (sensor), msg,
 /// cs1Label=domains cs1, cs2Label=ruleIds cs2, cs3Label=vlan? cs3?, cs4Label=eventType cs4,
 /// cs5Label=host cs5, cs6Label=vendor cs6, cn1Label=sequence cn1, cn2Label=total cn2,
@@ -509,6 +516,9 @@ pub fn to_cef(a: &Alert, version: &str) -> String {
     }
     if let Some(m) = dst_mac {
         x.kv("dmac", m);
+    }
+    if let Some(n) = a.hostname.as_deref().filter(|_| e.src_ip == a.host) {
+        x.kv("shost", n);
     }
     x.kv("dhost", &e.domain);
     if let Some(path) = e.http_path.as_deref().filter(|_| e.event_type == "http") {
@@ -604,7 +614,7 @@ fn body_text(s: &str) -> Cow<'_, str> {
 /// characters written as the text `\xHH`), at most 255 characters, `-` when empty. PROCID is
 /// `pid`; MSGID the category in upper case ("UPDATE"). The one SD-ELEMENT holds, in this order:
 /// id, host, category, severity, domains, rules, vendor, afterCutoff, event, src, dst, dport,
-/// mac?, vlan?, count, sequence, total (lists comma-joined). BODY is `body` (one of the formats
+/// mac?, hostname?, vlan?, count, sequence, total (lists comma-joined). BODY is `body` (one of the formats
 /// above), left out with its space when empty, with any character outside printable ASCII written
 /// as `\xHH` text: the message is pure ASCII, so it needs no BOM.
 pub fn to_syslog(a: &Alert, body: &str, facility: u8, hostname: &str, pid: u32) -> String {
@@ -646,6 +656,9 @@ pub fn to_syslog(a: &Alert, body: &str, facility: u8, hostname: &str, pid: u32) 
     if let Some(mac) = &a.mac {
         param("mac", mac);
     }
+    if let Some(name) = &a.hostname {
+        param("hostname", name);
+    }
     if !a.vlan.is_empty() {
         param("vlan", &join_vlan(&a.vlan));
     }
@@ -685,6 +698,7 @@ mod tests {
             host: ip("10.0.0.5"),
             vlan: vec![100],
             mac: Some("00:11:22:aa:bb:cc".into()),
+            hostname: None,
             vendor: "kaspersky".into(),
             category: Category::Update,
             severity: Severity::High,
@@ -728,6 +742,7 @@ mod tests {
             sensor: HOSTILE_SENSOR.into(),
             vlan: vec![100, 200],
             mac: Some("aa:bb:cc:dd:ee:0f".into()),
+            hostname: Some(EVIL.into()),
             vendor: HOSTILE_VENDOR.into(),
             domains: HOSTILE_DOMAINS.iter().map(|d| d.to_string()).collect(),
             rule_ids: vec!["kl-update|x=1".into(), "kl,2".into()],
@@ -1085,6 +1100,7 @@ mod tests {
                 ("proto", "TCP"),
                 ("app", "HTTP"),
                 ("smac", "aa:bb:cc:dd:ee:0f"),
+                ("shost", EVIL),
                 ("dhost", EVIL),
                 ("request", &request),
                 ("cnt", "3"),
@@ -1237,6 +1253,7 @@ mod tests {
                     ("dst", "192.0.2.7"),
                     ("dport", "80"),
                     ("mac", "aa:bb:cc:dd:ee:0f"),
+                    ("hostname", "evil.com\\x0a<13>1 - fake|x=y]\"\\"),
                     ("vlan", "100,200"),
                     ("count", "3"),
                     ("sequence", "2"),
@@ -1337,6 +1354,7 @@ mod tests {
         assert_eq!(v["rule_ids"], json!(["kl-update|x=1", "kl,2"]));
         assert_eq!(v["vlan"], json!([100, 200]));
         assert_eq!(v["mac"], "aa:bb:cc:dd:ee:0f");
+        assert_eq!(v["hostname"], EVIL);
         assert_eq!(v["host"], "10.0.0.5");
         assert_eq!((v["category"].as_str(), v["severity"].as_str()), (Some("update"), Some("high")));
         assert_eq!((v["sequence"].as_u64(), v["count"].as_u64(), v["total"].as_u64()), (Some(2), Some(3), Some(12)));
@@ -1365,6 +1383,7 @@ mod tests {
                 "evidence",
                 "first_seen",
                 "host",
+                "hostname",
                 "id",
                 "last_seen",
                 "mac",
@@ -1439,7 +1458,7 @@ mod tests {
             v["observer"],
             json!({ "name": HOSTILE_SENSOR, "product": "kavwatch", "vendor": "kavwatch", "type": "sensor" })
         );
-        assert_eq!(v["host"], json!({ "ip": ["10.0.0.5"], "mac": ["AA-BB-CC-DD-EE-0F"] }));
+        assert_eq!(v["host"], json!({ "ip": ["10.0.0.5"], "mac": ["AA-BB-CC-DD-EE-0F"], "hostname": EVIL }));
         assert_eq!(v["related"], json!({ "hosts": HOSTILE_DOMAINS, "ip": ["10.0.0.5", "192.0.2.7"] }));
         assert_eq!(v["labels"], json!({ "after_cutoff": "true" }));
         assert_eq!(

@@ -73,6 +73,8 @@ pub struct Alert {
     pub vlan: Vec<u16>,
     /// Lowercase, colon-separated.
     pub mac: Option<String>,
+    /// The host's DHCP host name at the time (as escaped by the DHCP parser).
+    pub hostname: Option<String>,
     pub vendor: String,
     pub category: Category,
     pub severity: Severity,

@@ -191,6 +191,19 @@ fn timeline(r: &Report) -> String {
     s
 }
 
+/// The DHCP host name; earlier holders of the address below it.
+fn hostname_cell(h: &HostRow) -> String {
+    let Some(name) = &h.hostname else {
+        return "<span class=\"muted\">&ndash;</span>".into();
+    };
+    let earlier: Vec<String> = h.hostnames.iter().filter(|n| *n != name).map(|n| esc(n)).collect();
+    if earlier.is_empty() {
+        esc(name)
+    } else {
+        format!("{}<br><small>before: {}</small>", esc(name), earlier.join(", "))
+    }
+}
+
 fn host_row(s: &mut String, h: &HostRow, large: bool) {
     let vlan = vlan_text(h);
     let cats: Vec<String> = h.categories.iter().map(|(c, n)| format!("{} {n}", c.as_str())).collect();
@@ -206,11 +219,18 @@ fn host_row(s: &mut String, h: &HostRow, large: bool) {
     let top: Vec<String> = h.domains.iter().take(3).map(|d| format!("{} ({})", esc(&d.domain), d.count)).collect();
     let _ = write!(
         s,
-        "<td>{}</td><td>{}</td><td class=\"muted\">&mdash;</td><td>{}</td><td class=\"verdict {v}\">{v}{}</td><td>{}</td><td data-k=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td>",
+        "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"verdict {v}\">{v}{}</td><td>{}</td><td data-k=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td>",
         esc(&h.ip.to_string()),
         if vlan.is_empty() { "&ndash;".into() } else { esc(&vlan) },
+        hostname_cell(h),
         h.mac.as_deref().map(esc).unwrap_or_else(|| "&ndash;".into()),
-        h.flags.iter().map(|f| format!("<br><small>{}</small>", esc(f))).collect::<String>(),
+        h.flags
+            .iter()
+            .map(String::as_str)
+            .chain(h.role.as_deref())
+            .map(|f| format!("<br><small>{}</small>", esc(f)))
+            .chain(h.ksc_role.as_deref().map(|r| format!("<br><small>KSC {}</small>", esc(r))))
+            .collect::<String>(),
         cats.join(", "),
         esc(h.last_seen_after_cutoff.as_deref().unwrap_or("")),
         h.last_seen_after_cutoff.as_deref().map(|t| esc(&human(t))).unwrap_or_else(|| "&ndash;".into()),
@@ -358,7 +378,7 @@ pub fn to_html(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "</tbody></table><p class=\"muted\">Details list up to {} domains per host{}; the JSON report has them all. Hostnames come with DHCP attribution, not in this version; a MAC is shown when the host's packets carry its own (not a router's).</p><script>{JS}</script></body></html>",
+        "</tbody></table><p class=\"muted\">Details list up to {} domains per host{}; the JSON report has them all. Host names come from the DHCP lease the address was under at the host's latest observation; a MAC is the lease's, else the one the host's packets carry (never a router's). A KSC admin-server's \"domains\" are the agents it serves.</p><script>{JS}</script></body></html>",
         if large { DOMAINS_SHOWN_LARGE } else { DOMAINS_SHOWN },
         if large { " (a large report: evidence samples left out)" } else { " and the latest observations" }
     );

@@ -28,6 +28,10 @@ const DNS_ANSWER_WINDOW_NS: i64 = 10_000_000_000;
 const DNS_PENDING_MAX: usize = 16_384;
 /// Connections waiting for DNS-answer attribution that one worker keeps (about 1 KB each).
 const CANDIDATES_MAX: usize = 131_072;
+/// Security Center contacts and DHCP messages one worker keeps for the sink (about 450 bytes
+/// each), each on its own: a flood of one must not crowd out the other.
+const KSC_HELD_MAX: usize = 65_536;
+const DHCP_HELD_MAX: usize = 65_536;
 /// QUIC connections whose ClientHello is being put together from Initial packets.
 const QUIC_PENDING_MAX: usize = 4096;
 /// A QUIC ClientHello not whole within this time is given up.
@@ -142,8 +146,12 @@ pub struct WorkerStats {
     /// TCP connections and datagrams on Kaspersky Security Center ports that could be KSC
     /// (TLS on 13000, non-HTTP data on 14000...), handed to the sink's pattern check.
     pub ksc_contacts: u64,
+    /// Contacts not kept because the worker held [`KSC_HELD_MAX`] already.
+    pub ksc_contacts_dropped: u64,
     pub dhcp_messages: u64,
     pub dhcp_malformed: u64,
+    /// DHCP messages with something to learn not kept: the worker held [`DHCP_HELD_MAX`] already.
+    pub dhcp_dropped: u64,
 }
 
 impl WorkerStats {
@@ -170,8 +178,10 @@ impl WorkerStats {
         self.attribution_unmapped += o.attribution_unmapped;
         self.http_path_matched += o.http_path_matched;
         self.ksc_contacts += o.ksc_contacts;
+        self.ksc_contacts_dropped += o.ksc_contacts_dropped;
         self.dhcp_messages += o.dhcp_messages;
         self.dhcp_malformed += o.dhcp_malformed;
+        self.dhcp_dropped += o.dhcp_dropped;
     }
 }
 
@@ -222,8 +232,11 @@ pub struct Worker {
     quic_pending: FxHashMap<FlowKey, QuicPending>,
     /// KSC datagrams: when each flow last gave an observation.
     ksc_datagrams: FxHashMap<FlowKey, i64>,
-    /// Pending-attribution observations in `observations` (see [`Worker::take_observations`]).
+    /// Pending-attribution observations in `observations` (see [`Worker::take_observations`]),
+    /// and KSC contacts and DHCP messages.
     candidates_held: usize,
+    ksc_held: usize,
+    dhcp_held: usize,
     pub observations: Vec<Observation>,
     pub stats: WorkerStats,
 }
@@ -288,6 +301,8 @@ impl Worker {
             quic_pending: FxHashMap::default(),
             ksc_datagrams: FxHashMap::default(),
             candidates_held: 0,
+            ksc_held: 0,
+            dhcp_held: 0,
             observations: Vec::new(),
             stats: WorkerStats::default(),
         }
@@ -323,7 +338,7 @@ impl Worker {
 
     /// Hands over what was found so far (live capture ships it every 200 ms).
     pub fn take_observations(&mut self) -> Vec<Observation> {
-        self.candidates_held = 0;
+        (self.candidates_held, self.ksc_held, self.dhcp_held) = (0, 0, 0);
         std::mem::take(&mut self.observations)
     }
 
@@ -545,11 +560,11 @@ impl Worker {
     fn ksc_contact(&mut self, m: &PacketMeta, contact: KscContact) {
         let ((src, _), (dst, dport)) = (m.src(), m.dst());
         let (server, agent) = if contact == KscContact::WakeUp { (src, dst) } else { (dst, src) };
-        if self.candidates_held >= CANDIDATES_MAX {
-            self.stats.attribution_candidates_dropped += 1;
+        if self.ksc_held >= KSC_HELD_MAX {
+            self.stats.ksc_contacts_dropped += 1;
             return;
         }
-        self.candidates_held += 1;
+        self.ksc_held += 1;
         self.stats.ksc_contacts += 1;
         let detail = Detail::Ksc(KscDetail { contact, server, agent, port: dport });
         let mut o = Self::observation(m, m.ts_ns, agent, "", 0, detail);
@@ -588,11 +603,11 @@ impl Worker {
         if detail.address.is_none() && detail.hostname.is_none() {
             return; // nothing to learn (a DISCOVER without a name, an OFFER)
         }
-        if self.candidates_held >= CANDIDATES_MAX {
-            self.stats.attribution_candidates_dropped += 1;
+        if self.dhcp_held >= DHCP_HELD_MAX {
+            self.stats.dhcp_dropped += 1;
             return;
         }
-        self.candidates_held += 1;
+        self.dhcp_held += 1;
         let host = detail.address.unwrap_or(m.src().0);
         let mut o = Self::observation(m, m.ts_ns, host, "", 0, Detail::Dhcp(detail));
         o.attribution = Attribution::Pending;

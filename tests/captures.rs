@@ -428,6 +428,23 @@ fn dhcp_leases_name_the_host_that_held_the_address_then() {
         (Some(3), Some(1), Some(3))
     );
     assert_eq!(r["stats"]["dhcp_messages"], 13, "9 DHCPv4 (two DORA, a RELEASE), 4 DHCPv6: {}", r["stats"]);
+    // Alerts: the address passed to another machine, which is alerted on in its own right.
+    let d = tmpdir("dhcp-alerts");
+    let alerts = d.join("alerts.json");
+    let o = run(&["analyze", "-q", file.to_str().unwrap(), "--alert", &format!("file:{}", alerts.display())]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got: Vec<(String, String, String)> = std::fs::read_to_string(&alerts)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|a| (a["host"].to_string(), a["hostname"].to_string(), a["mac"].to_string()))
+        .collect();
+    let want = [
+        ("\"10.95.0.50\"", "\"alpha-laptop\"", "\"02:95:00:00:00:11\""),
+        ("\"10.95.0.50\"", "\"bravo-desktop\"", "\"02:95:00:00:00:12\""),
+        ("\"fd95::50\"", "\"charlie-ws\"", "\"02:95:00:00:00:13\""),
+    ];
+    assert_eq!(got, want.map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())));
 }
 
 /// `captures/public-dns.pcap` (captures/make-public-dns.sh): the corporate resolver (dnsmasq,

@@ -94,6 +94,65 @@ fn floods_stay_bounded_and_are_counted() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
+/// Datagrams to Security Center's wake-up port from 300,000 different flows, then DHCP ACKs for
+/// 100,000 addresses: what is held for the sink stays within its bounds, and every one is counted.
+#[test]
+fn security_center_and_dhcp_floods_stay_bounded_and_are_counted() {
+    let d = tmpdir("flood-ksc-dhcp");
+    let path = d.join("flood.pcap");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    w.write_all(&pcap(1, &[])).unwrap();
+    let mut ts = AFTER_US;
+    for i in 0..300_000u32 {
+        let src = [10, 1, (i >> 16) as u8, (i >> 8) as u8];
+        let f = udp_frame(src, [10, 2, 0, 1], 1024 + (i & 0xff) as u16, 15000, b"wake up");
+        w.write_all(&pcap(1, &[(ts, f)])[24..]).unwrap();
+        ts += 1;
+    }
+    for i in 0..100_000u32 {
+        // BOOTP reply, DHCPACK for 10.3.x.y to a MAC of its own, with a host name.
+        let mut m = vec![2, 1, 6, 0];
+        m.extend_from_slice(&i.to_be_bytes()); // xid
+        m.extend_from_slice(&[0; 8]); // secs, flags, ciaddr
+        m.extend_from_slice(&[10, 3, (i >> 8) as u8, i as u8]); // yiaddr
+        m.extend_from_slice(&[0; 8]); // siaddr, giaddr
+        m.extend_from_slice(&[2, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+        m.resize(236, 0);
+        m.extend_from_slice(&[99, 130, 83, 99, 53, 1, 5, 51, 4, 0, 0, 14, 16, 12, 4, b'h', b'o', b's', b't', 255]);
+        let f = udp_frame([10, 3, 0, 1], [10, 3, (i >> 8) as u8, i as u8], 67, 68, &m);
+        w.write_all(&pcap(1, &[(ts, f)])[24..]).unwrap();
+        ts += 1;
+    }
+    drop(w);
+    let report = d.join("r.json");
+    let (code, rss) = run_measured(bin().args([
+        "analyze",
+        "-q",
+        "--workers",
+        "2",
+        path.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0);
+    let st = &json(&report)["stats"];
+    assert!(rss < 200.0, "peak RSS {rss:.1} MB");
+    assert_eq!(st["packets"], 400_000);
+    assert_eq!(st["dhcp_messages"], 100_000);
+    let u = |v: &serde_json::Value| v.as_u64().unwrap();
+    let (contacts, dropped) = (u(&st["ksc_contacts"]), u(&st["ksc_contacts_dropped"]));
+    assert_eq!(contacts + dropped, 300_000, "each datagram held for the sink or counted as dropped: {st}");
+    assert!(dropped > 0 && contacts <= 2 * 65_536, "{st}");
+    // The wake-up flood does not crowd out DHCP: every ACK is a lease.
+    assert_eq!((u(&st["dhcp"]["leases"]), u(&st["dhcp_dropped"])), (100_000, 0), "{st}");
+    let k = &st["ksc"];
+    assert_eq!(u(&k["contacts"]), contacts);
+    assert_eq!(k["pairs_confirmed"], 0, "wake-ups alone never make a Security Center: {k}");
+    assert_eq!(u(&k["unconfirmed"]) + u(&k["held_dropped"]), contacts, "{k}");
+    assert_eq!(json(&report)["hosts"].as_array().unwrap().len(), 0);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
 #[test]
 fn reference_workload_exact_for_one_and_two_workers() {
     let generator = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/gen_bench_pcap.py");

@@ -61,7 +61,9 @@ struct Window {
     last: Option<Observation>,
 }
 
-type WindowKey = (VlanTags, IpAddr, Category);
+/// Host (VLAN tags, address), category, and the MAC of the DHCP lease the address was under: an
+/// address that passes to another machine is another host to alert on.
+type WindowKey = (VlanTags, IpAddr, Category, Option<[u8; 6]>);
 
 pub struct AlertEngine {
     cfg: EngineConfig,
@@ -92,7 +94,7 @@ impl AlertEngine {
         if self.windows.len() >= MAX_WINDOWS {
             self.evict_half();
         }
-        let key = (o.vlan, o.host, category);
+        let key = (o.vlan, o.host, category, o.lease_mac);
         let w = self.windows.entry(key).or_insert_with(|| Window {
             sequence: 0,
             total: 0,
@@ -157,7 +159,7 @@ impl AlertEngine {
     }
 
     fn raise(&mut self, key: WindowKey, now_ns: i64) -> Alert {
-        let (vlan, host, category) = key;
+        let (vlan, host, category, _) = key;
         let w = self.windows.get_mut(&key).expect("window exists");
         w.sequence += 1;
         w.last_alert_ns = if w.sequence == 1 { w.last_ns } else { now_ns.max(w.last_ns) };

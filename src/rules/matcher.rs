@@ -198,11 +198,10 @@ pub fn parse_port(p: &str) -> Option<(u16, u8)> {
     Some((n.parse::<u16>().ok().filter(|n| *n > 0)?, proto))
 }
 
-/// A glob over a whole text (`*` may span '/'), case-insensitive: patterns are lowercase.
-fn glob_text(pat: &str, text: &str) -> bool {
-    let text = &text.as_bytes()[..text.len().min(HTTP_MATCH_MAX)];
-    let lower: Vec<u8> = text.iter().map(u8::to_ascii_lowercase).collect();
-    glob_label(pat.as_bytes(), &lower)
+/// `text`, cut to [`HTTP_MATCH_MAX`] bytes and lowercased, for [`glob_label`] against
+/// lowercase patterns (`*` then spans '/' too).
+fn lowered(text: &str) -> Vec<u8> {
+    text.as_bytes()[..text.len().min(HTTP_MATCH_MAX)].iter().map(u8::to_ascii_lowercase).collect()
 }
 
 impl Rules {
@@ -225,12 +224,15 @@ impl Rules {
     /// An HTTP request that names nothing a rule matched: the rule its path (without the query)
     /// or its User-Agent matches, path first.
     pub fn find_http(&self, path: &str, user_agent: Option<&str>) -> Option<u32> {
-        let path = path.split(['?', '#']).next().unwrap_or("");
-        let by_path = self.paths.iter().find(|(_, p)| glob_text(p, path)).map(|(r, _)| *r);
-        by_path.or_else(|| {
-            let ua = user_agent?.trim();
-            self.agents.iter().find(|(_, p)| glob_text(p, ua)).map(|(r, _)| *r)
-        })
+        let find = |rules: &[(u32, Arc<str>)], text: &str| {
+            if rules.is_empty() {
+                return None;
+            }
+            let text = lowered(text);
+            rules.iter().find(|(_, p)| glob_label(p.as_bytes(), &text)).map(|(r, _)| *r)
+        };
+        find(&self.paths, path.split(['?', '#']).next().unwrap_or(""))
+            .or_else(|| find(&self.agents, user_agent?.trim()))
     }
 
     /// The `port` rule for a port and IP protocol (see `ksc`).

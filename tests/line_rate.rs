@@ -21,6 +21,15 @@ fn run_measured(cmd: &mut Command) -> (i32, f64) {
     (libc::WEXITSTATUS(status), ru.ru_maxrss as f64 / 1024.0)
 }
 
+/// `analyze` with 2 workers on a flood capture: its report (next to it) and peak RSS in MB.
+fn analyze_flood(path: &Path) -> (std::path::PathBuf, f64) {
+    let report = path.with_file_name("r.json");
+    let args = ["analyze", "-q", "--workers", "2", path.to_str().unwrap(), "--report", report.to_str().unwrap()];
+    let (code, rss) = run_measured(bin().args(args));
+    assert_eq!(code, 0);
+    (report, rss)
+}
+
 struct Pcap(std::io::BufWriter<std::fs::File>);
 
 impl Pcap {
@@ -72,17 +81,7 @@ fn floods_stay_bounded_and_are_counted() {
     p.tcp(ts + 1, [192, 168, 1, 1], 50000, 7001, false, &ch[..1460]);
     p.tcp(ts + 2, [192, 168, 1, 1], 50000, 7001 + 1460, false, &ch[1460..]);
     drop(p);
-    let report = d.join("r.json");
-    let (code, rss) = run_measured(bin().args([
-        "analyze",
-        "-q",
-        "--workers",
-        "2",
-        path.to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-    ]));
-    assert_eq!(code, 0);
+    let (report, rss) = analyze_flood(&path);
     assert!(rss < 64.0, "peak RSS {rss:.1} MB");
     let r = json(&report);
     let st = &r["stats"];
@@ -124,17 +123,7 @@ fn security_center_and_dhcp_floods_stay_bounded_and_are_counted() {
         ts += 1;
     }
     drop(w);
-    let report = d.join("r.json");
-    let (code, rss) = run_measured(bin().args([
-        "analyze",
-        "-q",
-        "--workers",
-        "2",
-        path.to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-    ]));
-    assert_eq!(code, 0);
+    let (report, rss) = analyze_flood(&path);
     let st = &json(&report)["stats"];
     assert!(rss < 200.0, "peak RSS {rss:.1} MB");
     assert_eq!(st["packets"], 400_000);

@@ -559,6 +559,7 @@ impl Worker {
     /// alone can tell an agent from software that happens to use the port.
     fn ksc_contact(&mut self, m: &PacketMeta, contact: KscContact) {
         let ((src, _), (dst, dport)) = (m.src(), m.dst());
+        // A wake-up goes from the server to the agent; every other contact from the agent.
         let (server, agent) = if contact == KscContact::WakeUp { (src, dst) } else { (dst, src) };
         if self.ksc_held >= KSC_HELD_MAX {
             self.stats.ksc_contacts_dropped += 1;
@@ -568,7 +569,6 @@ impl Worker {
         self.stats.ksc_contacts += 1;
         let detail = Detail::Ksc(KscDetail { contact, server, agent, port: dport });
         let mut o = Self::observation(m, m.ts_ns, agent, "", 0, detail);
-        o.host_mac = if agent == src { m.src_mac } else { None };
         o.attribution = Attribution::Pending;
         self.observations.push(o);
     }

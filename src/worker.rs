@@ -42,7 +42,7 @@ const QUIC_WINDOW_NS: i64 = 10_000_000_000;
 const KSC_DATAGRAM_EVERY_NS: i64 = 60_000_000_000;
 const KSC_DATAGRAMS_MAX: usize = 65_536;
 /// Kaspersky Security Center's wake-up port: the Administration Server sends, the agent listens.
-pub const KSC_WAKE_UP_PORT: u16 = 15000;
+const KSC_WAKE_UP_PORT: u16 = 15000;
 
 /// A QUIC client's Initial packets so far: the keys of its first Initial (later ones may go to
 /// a new connection id but keep them, RFC 9001 5.2) and the CRYPTO stream.

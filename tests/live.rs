@@ -437,11 +437,7 @@ fn interface_down_then_gone_then_back() {
     // Dropped to nobody after opening the socket.
     let status = std::fs::read_to_string(format!("/proc/{}/status", live.child.id())).unwrap();
     assert!(status.lines().any(|l| l.starts_with("Uid:\t65534")), "{status}");
-    let dns = [captures().join("dns-udp.pcap")];
-    ns.replay(&dns, &[]);
-    // dns-udp.pcap gives 7 events with the shipped rules.
-    let first = events_at_least(&ev, 7).len();
-    assert_eq!(first, 7);
+    replay_dns_udp(&ns, &ev);
     // The interface goes away: kavwatch says so, keeps its state and keeps running.
     ns.ip(&["link", "del", "r0"]);
     live.wait_stderr("trying to open it again", Duration::from_secs(5));
@@ -451,6 +447,12 @@ fn interface_down_then_gone_then_back() {
     assert!(!json(&rep)["hosts"].as_array().unwrap().is_empty());
 }
 
+/// Replays dns-udp.pcap, which gives 7 events with the shipped rules, and waits for them.
+fn replay_dns_udp(ns: &Netns, ev: &Path) {
+    ns.replay(&[captures().join("dns-udp.pcap")], &[]);
+    assert_eq!(events_at_least(ev, 7).len(), 7);
+}
+
 #[test]
 fn a_vanished_interface_is_reopened_and_capture_goes_on() {
     need_root!();
@@ -458,21 +460,17 @@ fn a_vanished_interface_is_reopened_and_capture_goes_on() {
     let ns = Netns::new("reopen");
     let ev = d.join("events.json");
     let live = Live::start(&ns, &d, &["--events", ev.to_str().unwrap(), "--cutoff", "2000-01-01T00:00:00Z"]);
-    let dns = [captures().join("dns-udp.pcap")];
-    ns.replay(&dns, &[]);
-    // dns-udp.pcap gives 7 events with the shipped rules.
-    let first = events_at_least(&ev, 7).len();
-    assert_eq!(first, 7);
+    replay_dns_udp(&ns, &ev);
     ns.ip(&["link", "del", "r0"]);
     live.wait_stderr("trying to open it again", Duration::from_secs(5));
     ns.ip(&["link", "add", "r0", "type", "veth", "peer", "name", "c0"]);
     ns.ip(&["link", "set", "r0", "up"]);
     ns.ip(&["link", "set", "c0", "up"]);
     live.wait_stderr("capturing again", Duration::from_secs(10));
-    ns.replay(&dns, &[]);
+    ns.replay(&[captures().join("dns-udp.pcap")], &[]);
     let (code, err) = live.stop();
     assert_eq!(code, 0, "{err}");
-    assert_eq!(json_lines(&ev).len(), 2 * first, "{err}");
+    assert_eq!(json_lines(&ev).len(), 2 * 7, "{err}");
 }
 
 /// Runs `f` on a thread that has entered the namespace: processes it starts (rsyslogd, kavwatch,

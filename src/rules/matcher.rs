@@ -240,11 +240,6 @@ impl Rules {
         self.ports.iter().find(|(n, p, _)| *n == port && *p == proto).map(|(_, _, r)| *r)
     }
 
-    /// Whether any `port` rule exists (the workers skip the KSC checks otherwise).
-    pub fn has_ports(&self) -> bool {
-        !self.ports.is_empty()
-    }
-
     pub fn find(&self, name: &str) -> Option<&Rule> {
         self.matcher.find(name).map(|(r, _)| &self.set.rules[r as usize])
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """End-to-end line-rate benchmark: kavwatch against the libpcap read floor.
 
-Generates the reference workload with ../shared/bench/gen_bench_pcap.py (unless it exists),
+Generates the reference workload with benches/workload/gen_bench_pcap.py (unless it exists),
 then runs, alternating and --runs times each (file in the page cache):
     tcpdump -r FILE -w /dev/null
     kavwatch analyze FILE --workers 1 --events EV -q
@@ -27,7 +27,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-GEN = os.path.join(ROOT, "..", "shared", "bench", "gen_bench_pcap.py")
+GEN = os.path.join(HERE, "workload", "gen_bench_pcap.py")
 GNU_TIME = "/usr/bin/time"  # Debian package "time"
 
 

@@ -20,7 +20,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "kavwatch")
-GEN = os.path.join(ROOT, "..", "shared", "bench", "gen_bench_pcap.py")
+GEN = os.path.join(ROOT, "benches", "workload", "gen_bench_pcap.py")
 NS = f"kwbench-{os.getpid()}"
 
 

@@ -17,7 +17,7 @@ use kavwatch::rules::model::RuleSet;
 use kavwatch::worker::{Limits, PacketMeta, Worker};
 
 /// A Chrome ClientHello with an X25519MLKEM768 key share (1849 bytes, 1460 + 389 on the wire),
-/// taken from the reference workload of ../shared/bench.
+/// taken from the reference workload of benches/workload.
 const CH_PQ: &[u8] = include_bytes!("data/clienthello-chrome-pq.bin");
 const CH_SMALL: &[u8] = include_bytes!("data/clienthello-small.bin");
 

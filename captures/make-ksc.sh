@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes captures/ksc.pcap from real programs: Kaspersky Security Center (KSC) port usage with no name in it
-# (docs: /work/shared/kaspersky-indicators.md section 3). Network Agents reach the Administration Server on
+# (docs: docs/kaspersky-indicators.md section 3). Network Agents reach the Administration Server on
 # TCP 13000 with TLS and on legacy TCP 14000 without TLS, send UDP to the server's 13000/udp; the server wakes
 # agents with UDP datagrams to their 15000/udp; the KSN proxy listens on TCP 13111. A server namespace holds a
 # bridge with 10.96.0.1 (the Administration Server: openssl s_server on 13000, socat on 14000, 13111 and

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes captures/public-dns.pcap from real programs: the public DNS fallback. When the corporate
 # resolver refuses Kaspersky names, KES/KSK ask 8.8.8.8, 1.1.1.1, 223.6.6.6, 9.9.9.9, 185.228.168.168
-# directly (shared/kaspersky-indicators.md section 4). On one bridge: a "corporate" dnsmasq
+# directly (docs/kaspersky-indicators.md section 4). On one bridge: a "corporate" dnsmasq
 # (10.94.0.53, its own namespace) answering NXDOMAIN for kaspersky.com and all its subdomains and
 # www.example.test -> 10.94.0.80; two stand-in "public resolvers", dnsmasq on 10.94.0.8 and 10.94.0.9
 # (the bridge's namespace), answering ds.kaspersky.com, dnl-01.geo.kaspersky.com and www.example.test

@@ -1,5 +1,5 @@
 //! Bounded memory under floods, and exact, worker-independent results on the reference
-//! workload (../shared/bench). Nothing here is timed: speed is measured by benches/line_rate.py.
+//! workload (benches/workload). Nothing here is timed: speed is measured by benches/line_rate.py.
 
 mod common;
 
@@ -144,11 +144,11 @@ fn security_center_and_dhcp_floods_stay_bounded_and_are_counted() {
 
 #[test]
 fn reference_workload_exact_for_one_and_two_workers() {
-    let generator = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/gen_bench_pcap.py");
+    let generator = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/workload/gen_bench_pcap.py");
     assert!(generator.exists(), "the reference workload generator at {}", generator.display());
     let d = tmpdir("workload");
     let path = d.join("bench.pcap");
-    let ok = Command::new("python3")
+    let ok = tool("python3", "python3")
         .args([generator.to_str().unwrap(), "--packets", "300000", "--seed", "1", "--out", path.to_str().unwrap()])
         .output()
         .unwrap()

@@ -61,7 +61,7 @@ struct Netns {
 impl Netns {
     fn new(tag: &str) -> Netns {
         let name = format!("kwl-{}-{tag}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let _ = tool("ip", "iproute2").args(["netns", "del", &name]).output();
         sh(Command::new("ip").args(["netns", "add", &name]));
         let ns = Netns { name };
         ns.ip(&["link", "add", "r0", "type", "veth", "peer", "name", "c0"]);
@@ -84,6 +84,7 @@ impl Netns {
     }
 
     fn replay(&self, files: &[PathBuf], extra: &[&str]) {
+        tool("tcpreplay", "tcpreplay");
         let mut c = self.exec("tcpreplay");
         c.args(["-q", "-i", "r0"]).args(extra);
         c.args(files);
@@ -391,7 +392,7 @@ fn clear_errors_for_missing_interface_and_missing_privilege() {
     assert!(err.contains("no such interface: does-not-exist0"), "{err}");
     for engine in ["afpacket", "pcap"] {
         // As nobody, without any capability.
-        let o = Command::new("setpriv")
+        let o = tool("setpriv", "util-linux")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
             .arg(env!("CARGO_BIN_EXE_kavwatch"))
             .args(["live", "-i", "lo", "--engine", engine, "--duration", "1s"])

@@ -13,7 +13,7 @@ use serde_json::Value;
 /// background that would reach for the network, a fresh profile.
 fn chromium(profile: &str) -> Command {
     let dir = tmpdir(profile);
-    let mut c = Command::new("chromium");
+    let mut c = tool("chromium", "chromium");
     c.args([
         "--headless",
         "--no-sandbox",

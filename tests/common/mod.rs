@@ -6,6 +6,20 @@ pub mod rsyslog;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// A command for an outside tool the tests use, after checking that it is installed: a missing tool fails the
+/// test with what to install, not with "No such file or directory".
+pub fn tool(program: &str, debian_package: &str) -> Command {
+    let found = Path::new(program).is_absolute() && Path::new(program).exists()
+        || std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()));
+    assert!(
+        found,
+        "this test needs `{program}`, which is not installed: apt-get install -y {debian_package} \
+         (the README's Quick start installs everything the tests use)"
+    );
+    Command::new(program)
+}
+
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kavwatch"))
 }

@@ -337,7 +337,7 @@ input(type="imtcp" name="kw_tls" address="127.0.0.1" port="{tls}" ruleset="kw_tl
         let _ = fs::remove_file(self.path(PID)); // stale after a SIGKILL; rsyslogd refuses to start over it
         let log = OpenOptions::new().create(true).append(true).open(self.path(LOG)).expect("opening rsyslogd.log");
         let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
-        let child = Command::new(rsyslogd())
+        let child = super::tool(rsyslogd().to_str().unwrap(), "rsyslog rsyslog-gnutls")
             .args(["-n", "-f", &self.p(CONF), "-i", &self.p(PID)])
             .current_dir(&self.dir)
             .stdin(Stdio::null())
@@ -550,7 +550,7 @@ fn send_tls_openssl(port: u16, ca: &Path, data: &str) -> bool {
 }
 
 fn openssl(args: &[&str], more: &[&str]) {
-    let out = Command::new("openssl")
+    let out = super::tool("openssl", "openssl")
         .args(args)
         .args(more)
         .stdin(Stdio::null())

@@ -26,6 +26,7 @@ use kavwatch::proto::name::normalize_name;
 use kavwatch::rules::load::{load, parse_instant};
 use kavwatch::rules::matcher::Rules;
 use kavwatch::worker::Limits;
+use kavwatch::worker::contain;
 
 #[derive(Parser)]
 #[command(
@@ -94,6 +95,10 @@ struct AnalyzeArgs {
     /// This sensor's name in reports [default: the host name].
     #[arg(long, value_name = "NAME")]
     sensor_name: Option<String>,
+    /// State directory: the first packet of each kind of contained parser panic is saved here
+    /// [default: $STATE_DIRECTORY, else /var/lib/kavwatch if it exists, else TMPDIR/kavwatch].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Exit with status 3 when any host is active after the cutoff.
     #[arg(long)]
     fail_on_active: bool,
@@ -220,6 +225,10 @@ struct LiveArgs {
     /// This sensor's name in reports and alerts [default: the host name].
     #[arg(long, value_name = "NAME")]
     sensor_name: Option<String>,
+    /// State directory: the first packet of each kind of contained parser panic is saved here
+    /// [default: $STATE_DIRECTORY, else /var/lib/kavwatch if it exists, else TMPDIR/kavwatch].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Most TCP flows tracked at once, over all workers.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_flows)]
     max_flows: usize,
@@ -358,6 +367,7 @@ fn live(a: LiveArgs) -> Result<ExitCode> {
     let rules = Arc::new(load_rules(a.rules.rules.as_deref())?);
     let cutoff_override = parse_cutoff(a.cutoff.as_deref())?;
     let sensor = a.sensor_name.clone().unwrap_or_else(default_sensor_name);
+    contain::set_sample_dir(a.state_dir.clone().unwrap_or_else(contain::default_state_dir));
     let workers =
         a.workers.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let opts = LiveOptions {
@@ -514,6 +524,7 @@ fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     // Open outputs before the long part, so a bad path fails at once.
     let mut events_out = a.events.as_deref().map(create).transpose()?;
     let sensor = a.sensor_name.clone().unwrap_or_else(default_sensor_name);
+    contain::set_sample_dir(a.state_dir.clone().unwrap_or_else(contain::default_state_dir));
     let delivery = start_alerts(&a.alerts, &sensor)?;
     let workers =
         a.workers.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -599,6 +610,13 @@ fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     }
     if !analysis.errors.is_empty() {
         return Ok(ExitCode::from(2));
+    }
+    let (panics, restarts) = (report.stat(&["parser_panics", "total"]), report.stat(&["worker_restarts"]));
+    if panics + restarts > 0 {
+        eprintln!(
+            "kavwatch: the run is incomplete: {panics} packet(s) skipped after a contained panic ({restarts} worker restart(s)); see stats.parser_panics"
+        );
+        return Ok(ExitCode::from(5));
     }
     if alerts_undelivered {
         return Ok(ExitCode::from(4));

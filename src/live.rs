@@ -31,6 +31,7 @@ use crate::output::merge::add_values;
 use crate::output::report::{Report, RunInfo};
 use crate::pipeline::{Batch, Dispatcher, PacketSink, Reader, Stats};
 use crate::rules::matcher::Rules;
+use crate::worker::contain;
 use crate::worker::{Limits, PacketMeta, Worker, WorkerStats};
 
 /// How often workers hand over what they found, and check for new rules and a stop.
@@ -149,7 +150,7 @@ impl SharedRules {
 enum Msg {
     Observations(Arc<Rules>, Vec<Observation>),
     Reader { id: usize, stats: Box<Stats>, first_ts: Option<i64>, last_ts: Option<i64> },
-    Worker { id: usize, stats: WorkerStats },
+    Worker { id: usize, stats: Box<WorkerStats> },
     Socket { id: usize, iface: usize, stats: SocketStats, reopened: u64 },
     Log(String),
 }
@@ -325,7 +326,7 @@ impl PacketSink for LocalWorker {
     fn push(&mut self, meta: PacketMeta, payload: &[u8], _map: Option<&Arc<memmap2::Mmap>>, _hash: u64) {
         let mut meta = meta;
         meta.payload_len = payload.len() as u32;
-        self.0.process(&meta, payload);
+        self.0.process_contained(&meta, payload);
     }
 }
 
@@ -424,7 +425,7 @@ impl<S: Source> Capture<S> {
             *number += 1;
             let raw =
                 RawPacket { ts_ns: p.ts_ns, linktype, iface: 0, data: p.data, orig_len: p.orig_len, number: *number };
-            reader.packet(&raw, None, iface, *number);
+            reader.packet_contained(&raw, None, iface, *number);
         });
         if let Err(e) = r {
             self.closed = add_socket(self.closed, s.counters());
@@ -474,20 +475,30 @@ fn afpacket_thread(
     let name = cap.name.clone();
     let reopen = || AfPacketSocket::open(&name, &cfg).ok();
     while !stop.load(Ordering::Relaxed) {
-        cap.step(&mut reader, reopen, &tx);
-        if last_ship.elapsed() >= SHIP_EVERY {
-            last_ship = Instant::now();
-            // A quiet link still expires flows and DNS queries waiting for answers.
-            reader.dispatch.0.maintain(reader.last_ts.map_or(now_ns(), |t| t.max(now_ns())));
-            ship(&mut reader.dispatch.0, &mut generation, &shared, &tx);
-            cap.send_stats(&reader, &tx);
-            let _ = tx.send(Msg::Worker { id: cap.id, stats: reader.dispatch.0.stats_now() });
+        // Each packet's work is contained; a panic outside it restarts the worker, and the
+        // socket stays in its fanout group.
+        let r = contain::contained(|| {
+            cap.step(&mut reader, reopen, &tx);
+            reader.dispatch.0.planted_worker_panic();
+            if last_ship.elapsed() >= SHIP_EVERY {
+                last_ship = Instant::now();
+                // A quiet link still expires flows and DNS queries waiting for answers.
+                reader.dispatch.0.maintain(reader.last_ts.map_or(now_ns(), |t| t.max(now_ns())));
+                ship(&mut reader.dispatch.0, &mut generation, &shared, &tx);
+                cap.send_stats(&reader, &tx);
+                let _ = tx.send(Msg::Worker { id: cap.id, stats: Box::new(reader.dispatch.0.stats_now()) });
+            }
+        });
+        if let Err(msg) = r {
+            reader.dispatch.0.restart_after_panic(&msg);
         }
     }
-    reader.dispatch.0.finish();
+    if let Err(msg) = contain::contained(|| reader.dispatch.0.finish()) {
+        reader.dispatch.0.restart_after_panic(&msg);
+    }
     ship(&mut reader.dispatch.0, &mut generation, &shared, &tx);
     cap.send_stats(&reader, &tx);
-    let _ = tx.send(Msg::Worker { id: cap.id, stats: reader.dispatch.0.stats_now() });
+    let _ = tx.send(Msg::Worker { id: cap.id, stats: Box::new(reader.dispatch.0.stats_now()) });
 }
 
 /// A libpcap handle; its packets go to the workers in batches.
@@ -533,28 +544,40 @@ fn pcap_worker_thread(
     let mut last_ship = Instant::now();
     let mut last_ts = None;
     loop {
-        match rx.recv_timeout(SHIP_EVERY) {
-            Ok(mut batch) => {
+        let batch = match rx.recv_timeout(SHIP_EVERY) {
+            Ok(batch) => Some(batch),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        // Each packet's work is contained; a panic outside it restarts the worker.
+        let r = contain::contained(|| {
+            if let Some(batch) = &batch {
                 for m in &batch.metas {
-                    w.process(m, batch.payload(m));
+                    w.process_contained(m, batch.payload(m));
                     last_ts = Some(m.clock_ns);
                 }
-                batch.clear();
-                let _ = free.send(batch);
+                w.planted_worker_panic();
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
+            if last_ship.elapsed() >= SHIP_EVERY {
+                last_ship = Instant::now();
+                w.maintain(last_ts.map_or(now_ns(), |t: i64| t.max(now_ns())));
+                ship(&mut w, &mut generation, &shared, &tx);
+                let _ = tx.send(Msg::Worker { id, stats: Box::new(w.stats_now()) });
+            }
+        });
+        if let Err(msg) = r {
+            w.restart_after_panic(&msg);
         }
-        if last_ship.elapsed() >= SHIP_EVERY {
-            last_ship = Instant::now();
-            w.maintain(last_ts.map_or(now_ns(), |t: i64| t.max(now_ns())));
-            ship(&mut w, &mut generation, &shared, &tx);
-            let _ = tx.send(Msg::Worker { id, stats: w.stats_now() });
+        if let Some(mut batch) = batch {
+            batch.clear();
+            let _ = free.send(batch);
         }
     }
-    w.finish();
+    if let Err(msg) = contain::contained(|| w.finish()) {
+        w.restart_after_panic(&msg);
+    }
     ship(&mut w, &mut generation, &shared, &tx);
-    let _ = tx.send(Msg::Worker { id, stats: w.stats_now() });
+    let _ = tx.send(Msg::Worker { id, stats: Box::new(w.stats_now()) });
 }
 
 /// The sink's state: hosts, counters of every thread, alerts.
@@ -607,7 +630,7 @@ impl Sink {
                 self.readers.insert(id, (*stats, first_ts, last_ts));
             }
             Msg::Worker { id, stats } => {
-                self.workers.insert(id, stats);
+                self.workers.insert(id, *stats);
             }
             Msg::Socket { id, iface, stats, reopened } => {
                 self.sockets.insert(id, (iface, stats, reopened));

@@ -21,6 +21,7 @@ use crate::decode::{self, Decoded, Outcome, Skip, TCP_RST, TCP_SYN, Transport, l
 use crate::flow::FlowKey;
 use crate::observation::{Observation, Position};
 use crate::rules::matcher::Rules;
+use crate::worker::contain::{self, Stage};
 use crate::worker::{Limits, PacketMeta, Worker, WorkerStats};
 
 const BATCH_PACKETS: usize = 512;
@@ -296,6 +297,15 @@ impl<S: PacketSink> Reader<S> {
         s
     }
 
+    /// [`Reader::packet`], with a panic in decoding (or, with a worker in this thread, in the
+    /// worker) contained to this packet and counted.
+    pub(crate) fn packet_contained(&mut self, p: &RawPacket<'_>, map: Option<&Arc<Mmap>>, input: u32, packet: u64) {
+        if let Err(msg) = contain::contained(|| self.packet(p, map, input, packet)) {
+            self.stats.workers.parser_panics.count(Stage::Decode);
+            contain::report(Stage::Decode, &msg, p.data);
+        }
+    }
+
     pub(crate) fn packet(&mut self, p: &RawPacket<'_>, map: Option<&Arc<Mmap>>, input: u32, packet: u64) {
         self.seq += 1;
         let pos = Position { seq: self.seq, input, packet };
@@ -401,13 +411,22 @@ pub fn run(inputs: &[PathBuf], rules: Arc<Rules>, opts: &Options) -> Analysis {
             .spawn(move || {
                 let mut w = Worker::new(rules, limits);
                 for mut batch in rx {
-                    for m in &batch.metas {
-                        w.process(m, batch.payload(m));
+                    // A panic outside one packet's work (each packet's is contained) restarts the worker.
+                    let r = contain::contained(|| {
+                        for m in &batch.metas {
+                            w.process_contained(m, batch.payload(m));
+                        }
+                        w.planted_worker_panic();
+                    });
+                    if let Err(msg) = r {
+                        w.restart_after_panic(&msg);
                     }
                     batch.clear();
                     let _ = free_tx.send(batch);
                 }
-                w.finish();
+                if let Err(msg) = contain::contained(|| w.finish()) {
+                    w.restart_after_panic(&msg);
+                }
                 (w.observations, w.stats)
             })
             .expect("spawning a worker thread");
@@ -439,7 +458,7 @@ pub fn run(inputs: &[PathBuf], rules: Arc<Rules>, opts: &Options) -> Analysis {
         loop {
             match r.next_packet() {
                 Ok(Some(p)) => {
-                    reader.packet(&p, map.as_ref(), idx as u32, p.number);
+                    reader.packet_contained(&p, map.as_ref(), idx as u32, p.number);
                     let packet = p.number;
                     if show_progress && packet % 65_536 == 0 && last_progress.elapsed() > Duration::from_millis(250) {
                         last_progress = Instant::now();

@@ -106,12 +106,18 @@ struct Live {
 impl Live {
     /// Starts `kavwatch live -i c0 ARGS` in the namespace and waits until it captures.
     fn start(ns: &Netns, dir: &Path, args: &[&str]) -> Live {
+        Live::start_env(ns, dir, args, &[])
+    }
+
+    /// [`Live::start`] with these environment variables set.
+    fn start_env(ns: &Netns, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Live {
         let stderr =
             dir.join(format!("live-{}.err", args.join("_").replace('/', "_").chars().take(60).collect::<String>()));
         let child = ns
             .exec(env!("CARGO_BIN_EXE_kavwatch"))
             .args(["live", "-i", "c0"])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
@@ -604,4 +610,49 @@ fn bpf_filters_in_the_kernel_with_both_engines() {
         // tcpdump -r captures/dns-udp.pcap "udp port 53" counts 22 (the other 8 are ICMPv6).
         assert_eq!(packets, 22, "{engine}: only the DNS packets of dns-udp.pcap pass the filter");
     }
+}
+
+/// The packet of death between ordinary Kaspersky traffic, and a planted parser panic: the sensor
+/// keeps running on both engines, reports the traffic after them, and counts the panic once.
+fn survives_the_packet_of_death(engine: &str) {
+    let d = tmpdir(&format!("live-death-{engine}"));
+    let ns = Netns::new(&format!("death-{engine}"));
+    let (ev, rep) = (d.join("events.json"), d.join("report.json"));
+    // A DNS query carrying the planted marker, after the two crash packets.
+    let mut death = packet_of_death([10, 0, 0, 5], AFTER_US);
+    let planted = dns_query(7, b"planted-marker.example", 1);
+    death.push((AFTER_US + 4000, udp_frame([10, 0, 0, 5], [192, 0, 2, 53], 40002, 53, &planted)));
+    let death_pcap = d.join("death.pcap");
+    std::fs::write(&death_pcap, pcap(1, &death)).unwrap();
+    let live = Live::start_env(
+        &ns,
+        &d,
+        &["--engine", engine, "--workers", "2", "--events", ev.to_str().unwrap(), "--report", rep.to_str().unwrap()],
+        &[("KAVWATCH_TEST_PANIC", "planted-marker"), ("STATE_DIRECTORY", d.join("state").to_str().unwrap())],
+    );
+    replay_dns_udp(&ns, &ev);
+    ns.replay(std::slice::from_ref(&death_pcap), &[]);
+    assert_eq!(events_at_least(&ev, 9).len(), 9, "the crash ClientHello over TCP and QUIC gives its two events");
+    ns.replay(&[captures().join("dns-udp.pcap")], &[]);
+    assert_eq!(events_at_least(&ev, 16).len(), 16, "the traffic after it is still seen: {}", live.stderr());
+    let (code, err) = live.stop();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err.matches("kavwatch: bug:").count(), 1, "one line per kind: {err}");
+    let r = json(&rep);
+    assert_eq!(r["stats"]["parser_panics"], serde_json::json!({"total": 1, "dns": 1}), "{}", r["stats"]);
+    assert_eq!(r["stats"]["worker_restarts"], 0);
+    let dead: Vec<_> = json_lines(&ev).into_iter().filter(|e| e["host"] == "10.0.0.5").collect();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+}
+
+#[test]
+fn afpacket_survives_the_packet_of_death() {
+    need_root!();
+    survives_the_packet_of_death("afpacket");
+}
+
+#[test]
+fn pcap_survives_the_packet_of_death() {
+    need_root!();
+    survives_the_packet_of_death("pcap");
 }

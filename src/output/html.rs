@@ -356,6 +356,9 @@ pub fn to_html(r: &Report) -> String {
         st(&["fragments", "evicted"]),
         if r.errors.is_empty() { String::new() } else { format!("; errors: {}", esc(&r.errors.join("; "))) }
     );
+    if let Some(line) = r.panics_text() {
+        let _ = write!(s, "<p class=\"warn\" data-incomplete=\"parser-panics\">{}</p>", esc(&line));
+    }
     s.push_str("<h2>Observations over time</h2>");
     s.push_str(&timeline(r));
     s.push_str("<h2>Hosts</h2><div class=\"controls\"><select id=\"f-verdict\" aria-label=\"verdict\"><option value=\"\">all verdicts</option>");

@@ -261,6 +261,24 @@ impl Report {
         s
     }
 
+    /// A sentence on contained parser panics and worker restarts, when there were any.
+    pub fn panics_text(&self) -> Option<String> {
+        let total = self.stat(&["parser_panics", "total"]);
+        if total + self.stat(&["worker_restarts"]) == 0 {
+            return None;
+        }
+        let by: Vec<String> = self.stats["parser_panics"]
+            .as_object()
+            .map(|m| m.iter().filter(|(k, _)| *k != "total").map(|(k, v)| format!("{k}: {v}")).collect())
+            .unwrap_or_default();
+        Some(format!(
+            "Incomplete: {total} packet(s) skipped after a contained parser panic ({}), {} worker restart(s) losing {} open flow(s); a bug: the first packet of each kind was saved for a report.",
+            by.join(", "),
+            self.stat(&["worker_restarts"]),
+            self.stat(&["flows_lost_to_restarts"])
+        ))
+    }
+
     pub fn stat(&self, path: &[&str]) -> u64 {
         let mut v = &self.stats;
         for p in path {
@@ -402,6 +420,9 @@ impl Report {
                 s,
                 "Limits reached: {ev} flows evicted, {gu} streams given up before their ClientHello/request was whole, {fe} fragment sets evicted."
             );
+        }
+        if let Some(line) = self.panics_text() {
+            let _ = writeln!(s, "{line}");
         }
         s
     }

@@ -10,8 +10,7 @@ use std::process::{Command, Output};
 /// test with what to install, not with "No such file or directory".
 pub fn tool(program: &str, debian_package: &str) -> Command {
     let found = Path::new(program).is_absolute() && Path::new(program).exists()
-        || std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()));
+        || std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()));
     assert!(
         found,
         "this test needs `{program}`, which is not installed: apt-get install -y {debian_package} \
@@ -103,4 +102,39 @@ pub fn json(path: &Path) -> serde_json::Value {
 
 pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// An Ethernet/IPv4/TCP frame (flags: etherparse's builder: SYN, ACK or PSH+ACK by `flags`).
+pub fn tcp_frame(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, seq: u32, flags: &str, payload: &[u8]) -> Vec<u8> {
+    let mut b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, seq, 64240);
+    for f in flags.chars() {
+        b = match f {
+            'S' => b.syn(),
+            'A' => b.ack(1),
+            'P' => b.psh(),
+            'F' => b.fin(),
+            _ => panic!("flag {f}"),
+        };
+    }
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+/// The packet of death of issue 13 (a ClientHello whose supported_groups extension is empty,
+/// SNI dnl-01.geo.kaspersky.com), from the committed fuzz corpus: over TCP from `client` to
+/// port 443 (handshake first), then inside a QUIC Initial to UDP 443 from the same client.
+pub fn packet_of_death(client: [u8; 4], ts_us: i64) -> Vec<(i64, Vec<u8>)> {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let hello = std::fs::read(corpus.join("tls/crash-empty-groups")).unwrap();
+    let initial = std::fs::read(corpus.join("quic/crash-empty-groups-initial")).unwrap();
+    let server = [192, 0, 2, 80];
+    vec![
+        (ts_us, tcp_frame(client, server, 40000, 443, 1000, "S", b"")),
+        (ts_us + 1000, tcp_frame(server, client, 443, 40000, 5000, "SA", b"")),
+        (ts_us + 2000, tcp_frame(client, server, 40000, 443, 1001, "PA", &hello)),
+        (ts_us + 3000, udp_frame(client, server, 40001, 443, &initial)),
+    ]
 }

@@ -1,5 +1,8 @@
 //! One worker: owns the flows hashed to it (TCP reassembly, DNS query/response pairing),
-//! runs the protocol parsers and the rules, and collects observations.
+//! runs the protocol parsers and the rules, and collects observations. A panic in that work is
+//! contained to the packet that caused it ([`contain`]).
+
+pub mod contain;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -18,6 +21,7 @@ use crate::observation::{
 };
 use crate::proto::{dhcp, dns, http, quic, tls};
 use crate::rules::matcher::Rules;
+use contain::{PanicStats, PlantedPanics, Stage};
 
 /// Client bytes kept per TCP stream until the ClientHello or HTTP request headers are whole.
 pub const STREAM_CAP: usize = 16 * 1024;
@@ -152,6 +156,12 @@ pub struct WorkerStats {
     pub dhcp_malformed: u64,
     /// DHCP messages with something to learn not kept: the worker held [`DHCP_HELD_MAX`] already.
     pub dhcp_dropped: u64,
+    /// Packets whose parsing panicked (a bug): skipped, counted by protocol ([`contain`]).
+    pub parser_panics: PanicStats,
+    /// Times this worker's state was thrown away after a panic outside one packet's work, and
+    /// the flows it was following then.
+    pub worker_restarts: u64,
+    pub flows_lost_to_restarts: u64,
 }
 
 impl WorkerStats {
@@ -182,6 +192,9 @@ impl WorkerStats {
         self.dhcp_messages += o.dhcp_messages;
         self.dhcp_malformed += o.dhcp_malformed;
         self.dhcp_dropped += o.dhcp_dropped;
+        self.parser_panics.add(&o.parser_panics);
+        self.worker_restarts += o.worker_restarts;
+        self.flows_lost_to_restarts += o.flows_lost_to_restarts;
     }
 }
 
@@ -239,6 +252,11 @@ pub struct Worker {
     dhcp_held: usize,
     pub observations: Vec<Observation>,
     pub stats: WorkerStats,
+    /// What the current packet's work is parsing: names a contained panic.
+    stage: Stage,
+    planted: PlantedPanics,
+    /// A packet carried the test marker of a worker panic ([`Worker::planted_worker_panic`]).
+    planted_worker: bool,
 }
 
 fn has_port(key: &FlowKey, port: u16) -> bool {
@@ -305,7 +323,64 @@ impl Worker {
             dhcp_held: 0,
             observations: Vec::new(),
             stats: WorkerStats::default(),
+            stage: Stage::Tcp,
+            planted: PlantedPanics::from_env(),
+            planted_worker: false,
         }
+    }
+
+    /// [`Worker::process`], with a panic contained: the packet is skipped and counted in
+    /// `parser_panics`, its flow forgotten (its state may be half-updated), and the worker goes on.
+    pub fn process_contained(&mut self, m: &PacketMeta, payload: &[u8]) {
+        self.stage = match m.transport {
+            Transport::Udp => Stage::Dns,
+            Transport::Tcp { .. } => Stage::Tcp,
+        };
+        if let Err(msg) = contain::contained(|| self.process(m, payload)) {
+            self.stats.parser_panics.count(self.stage);
+            contain::report(self.stage, &msg, payload);
+            self.forget_after_panic(&m.key);
+        }
+        if self.planted.worker(payload) {
+            self.planted_worker = true;
+        }
+    }
+
+    /// Forgets a flow whose state a panic may have left half-updated; reassembly memory is
+    /// counted again from what the flows hold (a stream may have been out of its flow).
+    fn forget_after_panic(&mut self, key: &FlowKey) {
+        self.flows.remove(key);
+        self.quic_pending.remove(key);
+        self.dns_pending.retain(|(k, _), _| k != key);
+        self.reassembly_held = self.flows.iter_mut_oldest_first().map(|(_, f)| f.held()).sum();
+    }
+
+    /// Test hook: panics, outside the per-packet containment, once a packet carried the marker
+    /// of `KAVWATCH_TEST_PANIC_WORKER` (see [`contain::PlantedPanics`]).
+    pub fn planted_worker_panic(&mut self) {
+        if std::mem::take(&mut self.planted_worker) {
+            panic!("planted worker panic (KAVWATCH_TEST_PANIC_WORKER)");
+        }
+    }
+
+    /// After a panic outside one packet's work: the state is thrown away and the worker starts
+    /// over with the same rules and limits; observations already made and counters are kept,
+    /// and the flows it was following are counted as lost.
+    pub fn restart_after_panic(&mut self, message: &str) {
+        let lost = self.flows.len() as u64;
+        let (evicted, expired) = (self.flows.evicted, self.flows.expired);
+        let mut stats = std::mem::take(&mut self.stats);
+        let mut observations = std::mem::take(&mut self.observations);
+        for (_, mut obs) in self.dns_pending.drain() {
+            observations.append(&mut obs);
+        }
+        stats.worker_restarts += 1;
+        stats.flows_lost_to_restarts += lost;
+        contain::report(Stage::Worker, message, &[]);
+        *self = Worker::new(self.rules.clone(), self.limits);
+        (self.flows.evicted, self.flows.expired) = (evicted, expired);
+        self.stats = stats;
+        self.observations = observations;
     }
 
     pub fn process(&mut self, m: &PacketMeta, payload: &[u8]) {
@@ -384,6 +459,7 @@ impl Worker {
     /// A UDP datagram that may carry a QUIC client's Initial packets: decrypt them, put the
     /// CRYPTO stream together, and read the ClientHello once it is whole.
     fn quic_datagram(&mut self, m: &PacketMeta, payload: &[u8]) {
+        self.stage = Stage::Quic;
         let pending = self.quic_pending.get(&m.key);
         // Only the client's packets: the server's Initials use other keys.
         if pending.is_some_and(|q| q.client != m.src()) {
@@ -591,6 +667,7 @@ impl Worker {
     /// DHCPv4 (67/68) or DHCPv6 (546/547): who the client says it is and which address it holds,
     /// for the sink's lease book. Bounded like the other observations held for the sink.
     fn dhcp_message(&mut self, m: &PacketMeta, payload: &[u8]) {
+        self.stage = Stage::Dhcp;
         self.stats.dhcp_messages += 1;
         let detail = match m.key.a.0 {
             IpAddr::V4(_) => dhcp::parse_dhcpv4(payload).map(|d| dhcpv4_detail(&d)),
@@ -615,6 +692,8 @@ impl Worker {
     }
 
     fn dns_message(&mut self, m: &PacketMeta, msg: &[u8], ts_ns: i64) {
+        self.stage = Stage::Dns;
+        self.planted.parser(msg);
         self.stats.dns_messages += 1;
         let Ok(d) = dns::parse(msg) else {
             self.stats.dns_malformed += 1;
@@ -878,6 +957,8 @@ impl Worker {
         let Some(data) = self.flows.get_mut(&m.key).and_then(|f| f.streams[dir].as_ref()).map(|s| s.data()) else {
             return;
         };
+        self.stage = Stage::Tls;
+        self.planted.parser(data);
         match tls::parse_client_hello(data) {
             Err(tls::TlsError::Incomplete) => {}
             Err(_) => {
@@ -897,10 +978,12 @@ impl Worker {
             return;
         };
         let before = stream.held();
+        self.stage = Stage::Http;
         loop {
             if stream.data().is_empty() {
                 break;
             }
+            self.planted.parser(stream.data());
             match http::parse_request(stream.data()) {
                 Err(http::HttpError::Incomplete) => break,
                 Err(_) => {

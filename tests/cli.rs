@@ -203,10 +203,7 @@ fn progress_on_a_terminal_and_quiet_silences_it() {
     let path = write(&d, "p.pcap", &pcap(1, &[kasp_query(AFTER_US, [10, 0, 0, 5], b"s01.upd.kaspersky.com")]));
     let on_tty = |extra: &str| {
         let cmd = format!("{} analyze {path} {extra} > /dev/null", env!("CARGO_BIN_EXE_kavwatch"));
-        let o = tool("script", "util-linux")
-            .args(["-qec", &cmd, "/dev/null"])
-            .output()
-            .expect("script (util-linux)");
+        let o = tool("script", "util-linux").args(["-qec", &cmd, "/dev/null"]).output().expect("script (util-linux)");
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).into_owned()
     };

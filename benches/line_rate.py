@@ -12,6 +12,8 @@ the (client, domain, via) detections equal the workload's truth file exactly.
     python3 benches/line_rate.py                       # 2 M packets, seed 1
     python3 benches/line_rate.py --packets 10000000    # memory check
     python3 benches/line_rate.py --dense               # same traffic squeezed into ~1 s
+    python3 benches/line_rate.py --wrap vxlan,erspan3  # also the workload in VXLAN and in ERSPAN III
+                                                       # (captures/encap.py), with the ratio to plain
 Standard library only. Never run from the tests: timings are not asserted anywhere.
 """
 
@@ -64,6 +66,7 @@ def main():
     ap.add_argument("--dir", default=os.environ.get("KAVWATCH_BENCH_DIR", "/tmp/kavwatch-bench"))
     ap.add_argument("--rules", help="rules file for kavwatch (default: shipped)")
     ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--wrap", default="", help="also run on the workload wrapped in these captures/encap.py kinds")
     args = ap.parse_args()
 
     os.makedirs(args.dir, exist_ok=True)
@@ -83,19 +86,30 @@ def main():
     kav = os.path.join(ROOT, "target", "release", "kavwatch")
     tcpdump = shutil.which("tcpdump")
     events = os.path.join(args.dir, f"events-{tag}.json")
+    inputs = {"": pcap}
+    for kind in filter(None, args.wrap.split(",")):
+        wrapped = os.path.join(args.dir, f"bench-{tag}-{kind}.pcap")
+        if not os.path.exists(wrapped):
+            subprocess.run([sys.executable, os.path.join(ROOT, "captures", "encap.py"), "wrap", kind, pcap, wrapped], check=True)
+        inputs[f" ({kind})"] = wrapped
     cmds = {}
+    events_of = {}
     if tcpdump:
         cmds["tcpdump -r FILE -w /dev/null"] = [tcpdump, "-r", pcap, "-w", "/dev/null"]
-    for w in args.workers.split(","):
-        c = [kav, "analyze", pcap, "--workers", w, "--events", events, "-q"]
-        if args.rules:
-            c += ["--rules", args.rules]
-        cmds[f"kavwatch --workers {w}"] = c
+    for suffix, path in inputs.items():
+        for w in args.workers.split(","):
+            ev = events if not suffix else os.path.join(args.dir, f"events-{tag}-{suffix.strip(' ()')}.json")
+            c = [kav, "analyze", path, "--workers", w, "--events", ev, "-q"]
+            if args.rules:
+                c += ["--rules", args.rules]
+            cmds[f"kavwatch --workers {w}{suffix}"] = c
+            events_of[suffix] = ev
 
     # Warm the page cache, then alternate the commands run by run.
-    with open(pcap, "rb") as f:
-        while f.read(1 << 24):
-            pass
+    for path in inputs.values():
+        with open(path, "rb") as f:
+            while f.read(1 << 24):
+                pass
     results = collections.defaultdict(list)
     for _ in range(args.runs):
         for name, cmd in cmds.items():
@@ -104,6 +118,7 @@ def main():
     print(f"\nworkload: {pcap}: {packets} packets, {size_bytes} bytes, {os.cpu_count()} cores, {args.runs} runs each (medians)")
     print(f"{'command':32} {'wall s':>8} {'Mpps':>7} {'Gbit/s':>7} {'ratio':>6} {'peak RSS MB':>12}")
     floor = None
+    plain = {}
     for name, rs in results.items():
         wall = statistics.median(r[0] for r in rs)
         rss = statistics.median(r[1] for r in rs)
@@ -112,15 +127,27 @@ def main():
         if name.startswith("tcpdump"):
             floor = mpps
         ratio = f"{mpps / floor:.2f}" if floor else "-"
-        print(f"{name:32} {wall:8.3f} {mpps:7.2f} {gbps:7.2f} {ratio:>6} {rss:12.1f}")
+        base = name.split(" (")[0]
+        vs_plain = ""
+        if " (" in name and base in plain:
+            vs_plain = f"  {mpps / plain[base]:.2f}x the plain workload's rate"
+        else:
+            plain[name] = mpps
+        print(f"{name:40} {wall:8.3f} {mpps:7.2f} {gbps:7.2f} {ratio:>6} {rss:12.1f}{vs_plain}")
 
-    # Detections: the last kavwatch run's events against the truth file.
+    # Detections: the last kavwatch run's events against the truth file (wrapped or not).
     want = collections.Counter({(r["client_ip"], r["domain"], r["via"]): r["count"] for r in truth["kaspersky"]})
-    got = detections(events)
+    bad = 0
+    for suffix, ev in events_of.items():
+        bad |= check_detections(want, detections(ev), suffix or " (plain)")
+    return bad
+
+
+def check_detections(want, got, label):
     missing = set(want) - set(got)
     extra = set(got) - set(want)
     count_diff = {k: (want[k], got[k]) for k in set(want) & set(got) if want[k] != got[k]}
-    print(f"\ndetections: truth {len(want)} (client, domain, via) with {sum(want.values())} observations; "
+    print(f"\ndetections{label}: truth {len(want)} (client, domain, via) with {sum(want.values())} observations; "
           f"found {len(got)} with {sum(got.values())}; missing {len(missing)}, extra {len(extra)}, count differences {len(count_diff)}")
     for k in sorted(missing)[:10]:
         print("  missing", k)

@@ -80,6 +80,7 @@ fn worker_flow(c: &mut Criterion, name: &str, segments: &[&[u8]]) {
                 reverse: false,
                 src_mac: None,
                 transport: Transport::Tcp { seq: 999, flags: TCP_SYN },
+                tunnel: Default::default(),
                 attributable: true,
                 payload_mapped: false,
                 payload_start: 0,

@@ -15,6 +15,7 @@ use kavwatch::alert::format::Format;
 use kavwatch::alert::{AlertStats, alert_observations};
 use kavwatch::attribution::{Attributor, IpNet, mark_resolvers};
 use kavwatch::capture::expand_inputs;
+use kavwatch::decode::DecodeConfig;
 use kavwatch::host::{HostTable, Verdict};
 use kavwatch::live::{Control, Engine, LiveOptions, LiveOutputs, open_sources};
 use kavwatch::output::events::{Inputs, write_events};
@@ -113,10 +114,53 @@ struct AnalyzeArgs {
     resolvers: Vec<IpNet>,
     #[command(flatten)]
     alerts: AlertArgs,
+    #[command(flatten)]
+    decap: DecapArgs,
 }
 
 fn parse_net(s: &str) -> Result<IpNet, String> {
     s.parse()
+}
+
+/// Tunnels and overlays: which UDP ports carry them, and how their hosts are keyed.
+#[derive(Args, Clone)]
+#[command(next_help_heading = "Tunnels and overlays")]
+struct DecapArgs {
+    /// Another UDP port carrying VXLAN (repeatable, up to 2; 4789 and 8472 always do).
+    #[arg(long = "vxlan-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    vxlan_ports: Vec<u16>,
+    /// Another UDP port carrying Geneve (repeatable, up to 3; 6081 always does).
+    #[arg(long = "geneve-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    geneve_ports: Vec<u16>,
+    /// Keep the VXLAN/Geneve VNI or GRE key in the host key: tenants of different overlays with
+    /// the same addresses are different hosts.
+    #[arg(long)]
+    split_by_overlay: bool,
+}
+
+impl DecapArgs {
+    fn config(&self) -> Result<DecodeConfig> {
+        let mut c = DecodeConfig { split_by_overlay: self.split_by_overlay, ..DecodeConfig::default() };
+        let add = |slots: &mut [u16; 4], ports: &[u16], what: &str| -> Result<()> {
+            for &p in ports {
+                if slots.contains(&p) {
+                    continue;
+                }
+                let Some(free) = slots.iter_mut().find(|s| **s == 0) else {
+                    bail!(
+                        "--{what}-port: too many ports ({} given; the decoder has {} slots in all)",
+                        ports.len(),
+                        slots.len()
+                    );
+                };
+                *free = p;
+            }
+            Ok(())
+        };
+        add(&mut c.vxlan_ports, &self.vxlan_ports, "vxlan")?;
+        add(&mut c.geneve_ports, &self.geneve_ports, "geneve")?;
+        Ok(c)
+    }
 }
 
 #[derive(Args, Clone)]
@@ -240,6 +284,8 @@ struct LiveArgs {
     resolvers: Vec<IpNet>,
     #[command(flatten)]
     alerts: AlertArgs,
+    #[command(flatten)]
+    decap: DecapArgs,
 }
 
 #[derive(Subcommand)]
@@ -388,6 +434,7 @@ fn live(a: LiveArgs) -> Result<ExitCode> {
         stats_interval: a.stats_interval.max(std::time::Duration::from_secs(1)),
         report_interval: a.report_interval.max(std::time::Duration::from_secs(1)),
         duration: a.duration,
+        decode: a.decap.config()?,
     };
     let events = a.events.as_deref().map(create).transpose()?;
     let delivery = start_alerts(&a.alerts, &sensor)?;
@@ -532,6 +579,7 @@ fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
         workers,
         limits: Limits { max_flows: a.max_flows.max(1024), ..Limits::default() },
         progress: !a.quiet,
+        decode: a.decap.config()?,
     };
     let mut analysis = pipeline::run(&inputs, rules.clone(), &opts);
     // Connections that named nothing: a DNS answer to the same client may.
@@ -593,6 +641,9 @@ fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
         write_file(path, &render(&report, path))?;
     }
     if !a.quiet {
+        if let Some(w) = report.undecoded_text() {
+            eprintln!("kavwatch: warning: {w}");
+        }
         let table = report.to_text();
         // With events on stdout, the table goes to stderr so the JSON stays clean.
         if a.events.as_deref().is_some_and(|p| p.as_os_str() == "-")

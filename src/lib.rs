@@ -12,6 +12,7 @@ pub mod bounded;
 pub mod capture;
 pub mod decode;
 pub mod flow;
+pub mod fuzzing;
 pub mod host;
 pub mod ksc;
 pub mod leases;

@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use crate::decode::VlanTags;
+use crate::decode::intern::TunnelId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Via {
@@ -188,6 +189,8 @@ pub struct Observation {
     pub ts_ns: i64,
     pub pos: Position,
     pub vlan: VlanTags,
+    /// The tunnels its packet came through.
+    pub tunnel: TunnelId,
     pub src: IpAddr,
     pub sport: u16,
     pub dst: IpAddr,
@@ -239,6 +242,7 @@ impl Observation {
             ts_ns,
             pos: Position::default(),
             vlan: VlanTags::default(),
+            tunnel: TunnelId::NONE,
             src: src.0,
             sport: src.1,
             dst: dst.0,

@@ -16,8 +16,10 @@ use memmap2::Mmap;
 use serde::Serialize;
 
 use crate::capture::file::{CaptureError, CaptureReader, RawPacket};
+use crate::decode::counters::{DecapCounters, TunnelStats, UndecodedStats};
 use crate::decode::defrag::{DefragStats, Defragmenter};
-use crate::decode::{self, Decoded, Outcome, Skip, TCP_RST, TCP_SYN, Transport, link};
+use crate::decode::intern::LocalCache;
+use crate::decode::{self, DecodeConfig, Decoded, Outcome, Skip, TCP_RST, TCP_SYN, Transport, link};
 use crate::flow::FlowKey;
 use crate::observation::{Observation, Position};
 use crate::rules::matcher::Rules;
@@ -34,6 +36,8 @@ pub struct Options {
     pub limits: Limits,
     /// Progress on stderr (only when it is a terminal).
     pub progress: bool,
+    /// Tunnels and overlays.
+    pub decode: decode::DecodeConfig,
 }
 
 /// Per-input summary for the report.
@@ -56,6 +60,8 @@ pub struct SkipStats {
     pub unsupported_link: u64,
     /// TCP/UDP packets that cannot carry a name we look for (not port 53, no payload...).
     pub not_inspected: u64,
+    /// What stopped decoding the skipped packets, top causes ("EtherType 0x0806": 12).
+    pub causes: BTreeMap<String, u64>,
 }
 
 /// Every packet counted once in `decoded`, `skipped.*` or `malformed`; fragments count
@@ -71,6 +77,10 @@ pub struct Stats {
     /// Packets cut short by the capture's snap length.
     pub truncated: u64,
     pub fragments: DefragStats,
+    /// Packets per tunnel layer type, malformed headers per layer, too deep.
+    pub tunnels: TunnelStats,
+    /// Packets that could not be decoded to TCP/UDP over IP for a reason that may hide hosts.
+    pub undecoded: UndecodedStats,
     #[serde(flatten)]
     pub workers: WorkerStats,
     pub observations: u64,
@@ -240,6 +250,10 @@ pub(crate) struct Reader<S> {
     pub(crate) answered: Option<AnsweredAddrs>,
     /// UDP ports passed on besides DNS and QUIC: DHCP, and the `port` rules' (KSC).
     udp_ports: PortSet,
+    /// Tunnels and overlays to decode.
+    pub(crate) decode_cfg: DecodeConfig,
+    decap: DecapCounters,
+    tunnel_ids: LocalCache,
 }
 
 /// A set of ports, one bit each: a look-up per UDP packet costs a shift and a mask.
@@ -268,6 +282,9 @@ impl<S: PacketSink> Reader<S> {
             first_ts: None,
             last_ts: None,
             answered: None,
+            decode_cfg: DecodeConfig::default(),
+            decap: DecapCounters::default(),
+            tunnel_ids: LocalCache::default(),
             udp_ports: {
                 let mut p = PortSet::new();
                 for port in [67, 68, 546, 547] {
@@ -294,6 +311,9 @@ impl<S: PacketSink> Reader<S> {
         let mut s = self.stats.clone();
         s.fragments = self.defrag.stats.clone();
         s.link_types = self.link_counts.iter().map(|(lt, c)| (link::linktype_name(*lt), *c)).collect();
+        s.tunnels = self.decap.tunnel_stats();
+        s.skipped.causes = self.decap.skip_causes();
+        s.undecoded = self.decap.undecoded();
         s
     }
 
@@ -320,23 +340,37 @@ impl<S: PacketSink> Reader<S> {
         if (p.data.len() as u32) < p.orig_len {
             self.stats.truncated += 1;
         }
-        match decode::decode(p.linktype, p.data) {
+        let outcome = decode::decode_with(&self.decode_cfg, p.linktype, p.data);
+        self.decap.count(&outcome);
+        match outcome {
             Outcome::Packet(d) => self.decoded(&d, map, p.ts_ns, pos),
             Outcome::Fragment(f) => {
                 let Some(datagram) = self.defrag.add(&f, p.ts_ns) else {
                     return;
                 };
-                match decode::decode_reassembled(&f, &datagram) {
+                // The reassembled datagram may be a tunnel's (GRE, IP-in-IP, VXLAN...): decoding goes on.
+                let inner = decode::decode_reassembled_with(&self.decode_cfg, &f, &datagram);
+                if !matches!(inner, Outcome::Packet(_)) {
+                    self.decap.count(&inner);
+                }
+                match inner {
                     Outcome::Packet(d) => self.decoded(&d, None, p.ts_ns, pos),
                     Outcome::Malformed(_) => self.stats.malformed += 1,
-                    Outcome::Skipped(_) => self.stats.skipped.not_tcp_udp += 1,
-                    Outcome::Fragment(_) => {}
+                    Outcome::Skipped(s) => self.count_skip(s.kind()),
+                    // A fragment inside a reassembled tunnel datagram: not reassembled again.
+                    Outcome::Fragment(_) => self.stats.skipped.not_tcp_udp += 1,
                 }
             }
-            Outcome::Skipped(Skip::NotIp) => self.stats.skipped.not_ip += 1,
-            Outcome::Skipped(Skip::NotTcpUdp) => self.stats.skipped.not_tcp_udp += 1,
-            Outcome::Skipped(Skip::UnsupportedLink) => self.stats.skipped.unsupported_link += 1,
+            Outcome::Skipped(s) => self.count_skip(s.kind()),
             Outcome::Malformed(_) => self.stats.malformed += 1,
+        }
+    }
+
+    fn count_skip(&mut self, s: Skip) {
+        match s {
+            Skip::NotIp => self.stats.skipped.not_ip += 1,
+            Skip::NotTcpUdp => self.stats.skipped.not_tcp_udp += 1,
+            Skip::UnsupportedLink => self.stats.skipped.unsupported_link += 1,
         }
     }
 
@@ -378,6 +412,7 @@ impl<S: PacketSink> Reader<S> {
             reverse,
             src_mac: d.src_mac,
             transport: d.transport,
+            tunnel: self.tunnel_ids.id(&d.tunnels),
             attributable,
             payload_mapped: false,
             payload_start: 0,
@@ -435,6 +470,7 @@ pub fn run(inputs: &[PathBuf], rules: Arc<Rules>, opts: &Options) -> Analysis {
     let mut reader = Reader::new(Dispatcher::new(senders, free_rx));
     reader.watch_port_rules(&rules);
     reader.answered = Some(AnsweredAddrs::new(rules.clone()));
+    reader.decode_cfg = opts.decode;
     let show_progress = opts.progress && std::io::stderr().is_terminal();
     let total_bytes: u64 = inputs.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     let started = Instant::now();
@@ -487,15 +523,22 @@ pub fn run(inputs: &[PathBuf], rules: Arc<Rules>, opts: &Options) -> Analysis {
         reader.dispatch.flush(w);
     }
     reader.defrag.finish();
-    let Reader { mut stats, defrag, dispatch, link_counts, first_ts, last_ts, .. } = reader;
+    let mut stats = reader.stats_now();
+    let Reader { dispatch, first_ts, last_ts, .. } = reader;
     drop(dispatch);
-    stats.fragments = defrag.stats;
-    stats.link_types = link_counts.into_iter().map(|(lt, c)| (link::linktype_name(lt), c)).collect();
     let mut observations = Vec::new();
     for h in handles {
-        let (obs, ws) = h.join().expect("a worker thread panicked");
-        observations.extend(obs);
-        stats.workers.add(&ws);
+        match h.join() {
+            Ok((obs, ws)) => {
+                observations.extend(obs);
+                stats.workers.add(&ws);
+            }
+            // Its packets are contained; this would be a panic in the restart itself.
+            Err(_) => {
+                stats.workers.worker_restarts += 1;
+                errors.push("a worker thread died: its findings are lost (a bug; see stats.worker_restarts)".into());
+            }
+        }
     }
     observations.sort_by_key(|o| o.sort_key());
     stats.observations = observations.len() as u64;

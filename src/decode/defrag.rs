@@ -152,6 +152,7 @@ mod tests {
             offset,
             more,
             payload,
+            tunnels: Default::default(),
         }
     }
 

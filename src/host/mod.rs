@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::decode::VlanTags;
+use crate::decode::intern::TunnelId;
 use crate::observation::{Detail, Observation};
 use crate::rules::matcher::Rules;
 use crate::rules::model::{Category, Rule};
@@ -84,6 +85,8 @@ pub struct Host {
     pub dhcp_mac: Option<[u8; 6]>,
     /// Kaspersky Security Center: `agent` (talks to an Administration Server) or `admin-server`.
     pub ksc_role: Option<&'static str>,
+    /// The tunnels its latest observation came through.
+    pub tunnel: TunnelId,
 }
 
 /// Host names listed per host (an address passed from client to client).
@@ -110,6 +113,7 @@ impl Host {
             hostnames: Vec::new(),
             dhcp_mac: None,
             ksc_role: None,
+            tunnel: TunnelId::NONE,
         }
     }
 
@@ -276,6 +280,9 @@ impl HostTable {
         }
         let h = self.hosts.entry(key).or_insert_with(|| Host::new(key, o.ts_ns));
         h.first_ns = h.first_ns.min(o.ts_ns);
+        if o.ts_ns >= h.last_ns {
+            h.tunnel = o.tunnel;
+        }
         h.last_ns = h.last_ns.max(o.ts_ns);
         if let Some(name) = &o.hostname {
             if !h.hostnames.contains(name) && h.hostnames.len() < HOSTNAMES_PER_HOST {

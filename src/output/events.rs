@@ -93,6 +93,10 @@ struct EventOut<'a> {
     hostname: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     vlan: Option<&'a [u16]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overlay: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tunnel: Option<serde_json::Value>,
     domain: &'a str,
     vendor: &'a str,
     category: Category,
@@ -208,6 +212,8 @@ pub fn write_events(
             host: o.host,
             hostname: o.hostname.as_deref(),
             vlan: vlan_opt(&o.vlan),
+            overlay: o.vlan.overlay(),
+            tunnel: crate::decode::intern::to_json(o.tunnel),
             domain: &o.domain,
             vendor: &rules.set.vendors[rule.vendor].id,
             category: rule.category,

@@ -72,6 +72,7 @@ td.n{text-align:right}
 .controls{margin:12px 0;display:flex;gap:8px;flex-wrap:wrap}
 details table{font-size:12px}
 .muted{color:#666}
+.warn{border-left:4px solid #b00020;background:#fdf0f2;padding:6px 10px;margin:8px 0}
 svg text{font:11px system-ui,sans-serif}
 @media print{.controls{display:none}th{cursor:auto}tr{break-inside:avoid}details{display:block}body{margin:0}}
 "#;
@@ -302,6 +303,9 @@ pub fn to_html(r: &Report) -> String {
         "<h1>Kaspersky traffic after the US ban</h1><p class=\"answer\" id=\"answer\"><b>{active}</b> host(s) still contacted Kaspersky update, telemetry, activation or management servers after {}.</p>",
         esc(&human(&super::rfc3339(parse_instant(&r.cutoff).unwrap_or(0))))
     );
+    if let Some(line) = r.undecoded_text() {
+        let _ = write!(s, "<p class=\"warn\" data-undecoded=\"{:.4}\">{}</p>", r.undecoded_share(), esc(&line));
+    }
     s.push_str("<div class=\"counts\">");
     for v in VERDICTS {
         let _ = write!(
@@ -344,7 +348,7 @@ pub fn to_html(r: &Report) -> String {
     let st = |p: &[&str]| r.stat(p);
     let _ = write!(
         s,
-        "<dt>Limits of this answer</dt><dd>{} packets read, {} decoded; {} skipped (unsupported link types: {}), {} malformed, {} cut short by the snap length; {} flows evicted, {} streams given up before their ClientHello or request was whole, {} fragment sets evicted{}.</dd></dl>",
+        "<dt>Limits of this answer</dt><dd>{} packets read, {} decoded; {} skipped (unsupported link types: {}), {} malformed, {} cut short by the snap length; {} flows evicted, {} streams given up before their ClientHello or request was whole, {} fragment sets evicted{}.{}</dd></dl>",
         st(&["packets"]),
         st(&["decoded"]),
         st(&["skipped", "not_ip"]) + st(&["skipped", "not_tcp_udp"]) + st(&["skipped", "unsupported_link"]),
@@ -354,7 +358,8 @@ pub fn to_html(r: &Report) -> String {
         st(&["flows_evicted"]),
         st(&["reassembly_gave_up"]),
         st(&["fragments", "evicted"]),
-        if r.errors.is_empty() { String::new() } else { format!("; errors: {}", esc(&r.errors.join("; "))) }
+        if r.errors.is_empty() { String::new() } else { format!("; errors: {}", esc(&r.errors.join("; "))) },
+        r.undecoded_text().map(|t| format!(" <b data-undecoded-limit>{}</b>", esc(&t))).unwrap_or_default()
     );
     if let Some(line) = r.panics_text() {
         let _ = write!(s, "<p class=\"warn\" data-incomplete=\"parser-panics\">{}</p>", esc(&line));

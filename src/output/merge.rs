@@ -73,6 +73,10 @@ fn merge_host(a: &mut HostRow, b: HostRow) {
         a.hostname = b.hostname.clone();
     }
     a.hostnames = if names.len() > 1 { names } else { Vec::new() };
+    // The tunnel of the latest observation, as in one report.
+    if b.tunnel.is_some() && (b.last_seen >= a.last_seen || a.tunnel.is_none()) {
+        a.tunnel = b.tunnel.clone();
+    }
     let server = |r: &Option<String>| r.as_deref() == Some("admin-server");
     if a.ksc_role.is_none() || server(&b.ksc_role) {
         a.ksc_role = b.ksc_role.clone().or(a.ksc_role.take());
@@ -134,8 +138,10 @@ fn recompute(h: &mut HostRow, cutoff: &str) {
 pub fn merge(reports: Vec<Report>) -> Result<Report, MergeError> {
     let mut it = reports.into_iter();
     let mut out = it.next().ok_or(MergeError::Empty)?;
-    let mut hosts: BTreeMap<(Vec<u16>, IpAddr), HostRow> =
-        std::mem::take(&mut out.hosts).into_iter().map(|h| ((h.vlan.clone().unwrap_or_default(), h.ip), h)).collect();
+    // A host is its VLAN tags, overlay (with --split-by-overlay) and address, as in one report.
+    let key = |h: &HostRow| (h.vlan.clone().unwrap_or_default(), h.overlay, h.ip);
+    let mut hosts: BTreeMap<(Vec<u16>, Option<u32>, IpAddr), HostRow> =
+        std::mem::take(&mut out.hosts).into_iter().map(|h| (key(&h), h)).collect();
     for r in it {
         if r.cutoff != out.cutoff {
             return Err(MergeError::Cutoffs(out.cutoff, r.cutoff));
@@ -160,10 +166,10 @@ pub fn merge(reports: Vec<Report>) -> Result<Report, MergeError> {
             }
         }
         for h in r.hosts {
-            match hosts.get_mut(&(h.vlan.clone().unwrap_or_default(), h.ip)) {
+            match hosts.get_mut(&key(&h)) {
                 Some(a) => merge_host(a, h),
                 None => {
-                    hosts.insert((h.vlan.clone().unwrap_or_default(), h.ip), h);
+                    hosts.insert(key(&h), h);
                 }
             }
         }
@@ -179,9 +185,11 @@ pub fn merge(reports: Vec<Report>) -> Result<Report, MergeError> {
             .cmp(&rank(&b.verdict))
             .then(b.last_seen_after_cutoff.cmp(&a.last_seen_after_cutoff))
             .then(a.vlan.cmp(&b.vlan))
+            .then(a.overlay.cmp(&b.overlay))
             .then(a.ip.cmp(&b.ip))
     });
     out.summary = summary(&hosts);
+    out.finish_stats();
     out.hosts = hosts;
     out.kavwatch_version = env!("CARGO_PKG_VERSION").into();
     Ok(out)

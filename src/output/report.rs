@@ -55,6 +55,12 @@ pub struct HostRow {
     pub ip: IpAddr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<Vec<u16>>,
+    /// With `--split-by-overlay`: the VXLAN/Geneve VNI or GRE key that is part of the host's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<u32>,
+    /// The tunnels of its latest observation, outer first (`[{"type":"vxlan","vni":42}]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<serde_json::Value>,
     /// The host's own MAC address, when known (see `host::Host::mac`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
@@ -196,6 +202,8 @@ impl Report {
             .map(|h| HostRow {
                 ip: h.key.ip,
                 vlan: (!h.key.vlan.is_empty()).then(|| h.key.vlan.as_slice().to_vec()),
+                overlay: h.key.vlan.overlay(),
+                tunnel: crate::decode::intern::to_json(h.tunnel),
                 mac: h.mac.as_ref().map(crate::host::mac_text),
                 hostname: h.hostname.clone(),
                 hostnames: if h.hostnames.len() > 1 { h.hostnames.clone() } else { Vec::new() },
@@ -226,7 +234,7 @@ impl Report {
                 evidence: h.recent.iter().map(evidence_of).collect(),
             })
             .collect();
-        Report {
+        let mut report = Report {
             kavwatch_version: env!("CARGO_PKG_VERSION").into(),
             sensors: vec![sensor.to_string()],
             cutoff: rfc3339_s(cutoff_ns),
@@ -252,13 +260,60 @@ impl Report {
             timeline,
             hosts,
             errors: run.errors.to_vec(),
-        }
+        };
+        report.finish_stats();
+        report
     }
 
     pub fn to_json(&self) -> String {
         let mut s = serde_json::to_string_pretty(self).expect("report serialises");
         s.push('\n');
         s
+    }
+
+    /// The share of packets that could not be decoded to TCP/UDP over IP for a reason that may
+    /// hide hosts (`stats.undecoded`), from the counts (so that merged reports add up).
+    pub fn undecoded_share(&self) -> f64 {
+        let packets = self.stat(&["packets"]);
+        if packets == 0 { 0.0 } else { self.stat(&["undecoded", "packets"]) as f64 / packets as f64 }
+    }
+
+    /// Puts `stats.undecoded.share` (0 to 1) in, from the counts.
+    pub fn finish_stats(&mut self) {
+        let share = (self.undecoded_share() * 10_000.0).round() / 10_000.0;
+        if let Some(u) = self.stats.get_mut("undecoded").and_then(|u| u.as_object_mut()) {
+            u.insert("share".into(), share.into());
+        }
+    }
+
+    /// A warning when more than 1 % of the packets could not be decoded (or none could), with
+    /// the top causes: hosts behind those packets are missing from the answer.
+    pub fn undecoded_text(&self) -> Option<String> {
+        let (packets, decoded) = (self.stat(&["packets"]), self.stat(&["decoded"]));
+        let share = self.undecoded_share();
+        let nothing = packets > 0 && decoded == 0;
+        if share <= crate::decode::counters::UNDECODED_WARN_SHARE && !nothing {
+            return None;
+        }
+        let mut causes: Vec<(String, u64)> = self.stats["undecoded"]["causes"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect())
+            .unwrap_or_default();
+        causes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let pct = |n: u64| n as f64 * 100.0 / packets.max(1) as f64;
+        let why: Vec<String> =
+            causes.iter().take(3).map(|(c, n)| format!("{:.0} % of packets: {c}, not decoded", pct(*n))).collect();
+        let why = if why.is_empty() { String::from("see stats.skipped.causes") } else { why.join("; ") };
+        Some(if nothing {
+            format!(
+                "Nothing could be decoded: none of the {packets} packets reached TCP or UDP over IP ({why}), so this run says nothing about which hosts use Kaspersky."
+            )
+        } else {
+            format!(
+                "Not seen: {:.1} % of packets could not be decoded to TCP/UDP over IP ({why}); hosts in that traffic are missing from this answer.",
+                share * 100.0
+            )
+        })
     }
 
     /// A sentence on contained parser panics and worker restarts, when there were any.
@@ -422,6 +477,9 @@ impl Report {
             );
         }
         if let Some(line) = self.panics_text() {
+            let _ = writeln!(s, "{line}");
+        }
+        if let Some(line) = self.undecoded_text() {
             let _ = writeln!(s, "{line}");
         }
         s

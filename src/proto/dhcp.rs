@@ -306,12 +306,16 @@ fn nonzero_v4(b: &[u8], at: usize) -> Option<Ipv4Addr> {
 /// A name in DNS wire format, without compression (RFC 4702 §2.3.1, RFC 4704 §4.1): labels up
 /// to the root label, or to the end of the data for a partial name; bytes after the root label
 /// are ignored. `None` when a label overruns the data, a label has a pointer or reserved type,
-/// or the name is longer than 255 bytes.
+/// or the name is longer than 255 bytes (RFC 1035 3.1: with the root label's length byte when
+/// the name has one, as in dns.rs).
 fn wire_name(mut data: &[u8]) -> Option<String> {
     let mut name = String::with_capacity(data.len().min(MAX_NAME_WIRE) + 8);
     let mut wire = 0;
     while let Some((&len, rest)) = data.split_first() {
         if len == 0 {
+            if wire >= MAX_NAME_WIRE {
+                return None;
+            }
             break;
         }
         if len & 0xc0 != 0 {
@@ -830,6 +834,21 @@ mod tests {
         msg.extend_from_slice(&(name.len() as u16).to_be_bytes());
         msg.extend_from_slice(&name);
         assert_eq!(parse_dhcpv6(&msg).unwrap().fqdn, None);
+        // 255 bytes of labels: a partial name, or with its root label one byte too long.
+        let labels: Vec<u8> =
+            [63u8, 63, 63, 62].iter().flat_map(|&n| [&[n][..], &vec![b'a'; n.into()]].concat()).collect();
+        let fqdn = |root: bool| {
+            let mut msg = vec![1, 0, 0, 1, 0, 39];
+            msg.extend_from_slice(&(labels.len() as u16 + 1 + u16::from(root)).to_be_bytes());
+            msg.push(0);
+            msg.extend_from_slice(&labels);
+            if root {
+                msg.push(0);
+            }
+            parse_dhcpv6(&msg).unwrap().fqdn
+        };
+        assert_eq!(fqdn(false).map(|f| f.name.len()), Some(63 * 3 + 62 + 3));
+        assert_eq!(fqdn(true), None);
         // Flags only: the client leaves the name to the server.
         let m = parse_dhcpv6(&[1, 0, 0, 1, 0, 39, 0, 1, 1]).unwrap();
         assert_eq!(m.fqdn, Some(ClientFqdn { flags: FQDN_S, name: String::new() }));

@@ -102,7 +102,9 @@ fn read_name(m: &[u8], at: usize) -> Result<(String, usize), DnsError> {
             0x00 => {
                 let label = m.get(pos + 1..pos + 1 + len).ok_or(DnsError::Truncated)?;
                 wire += len + 1;
-                if wire > MAX_NAME_WIRE {
+                // RFC 1035 3.1: 255 octets with the root label's length byte, which is not
+                // counted in `wire`: labels may take 254.
+                if wire >= MAX_NAME_WIRE {
                     return Err(DnsError::NameTooLong);
                 }
                 if wire > len + 1 {
@@ -231,6 +233,42 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A query for a name of `labels` (lengths), the root label after them.
+    fn query_for(labels: &[usize]) -> Vec<u8> {
+        let mut m = vec![0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        for &n in labels {
+            m.push(n as u8);
+            m.extend(std::iter::repeat_n(b'a', n));
+        }
+        m.extend_from_slice(&[0, 0, 1, 0, 1]);
+        m
+    }
+
+    /// RFC 1035 3.1: at most 255 octets, the root label's length byte included. A name of 256
+    /// (labels of 255) was accepted; simple-dns, the reference of the dns_name_diff fuzz target,
+    /// refuses it (fuzz/corpus/dns_name_diff/name-256-octets).
+    #[test]
+    fn name_length_counts_the_root_label() {
+        let longest = query_for(&[63, 63, 63, 61]); // 64 * 3 + 62 + 1 = 255
+        assert_eq!(parse(&longest).unwrap().questions[0].name.len(), 63 * 3 + 61 + 3);
+        let over = query_for(&[63, 63, 63, 62]); // 256
+        assert_eq!(over, include_bytes!("../../fuzz/corpus/dns_name_diff/name-256-octets"));
+        assert_eq!(parse(&over), Err(DnsError::NameTooLong));
+        // The same length reached through a compression pointer.
+        let mut m = query_for(&[63, 63, 63]);
+        let at = m.len() - 5;
+        m.truncate(at);
+        m.extend_from_slice(&[0, 0, 1, 0, 1]);
+        m[5] = 2; // a second question: 62 bytes, then a pointer to the first name
+        m.push(62);
+        m.extend(std::iter::repeat_n(b'b', 62));
+        m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+        assert_eq!(parse(&m), Err(DnsError::NameTooLong));
+        m[at + 5] = 61;
+        m.remove(at + 6);
+        assert_eq!(parse(&m).unwrap().questions[1].name.len(), 61 + 63 * 3 + 3);
     }
 
     #[test]

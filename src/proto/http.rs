@@ -8,6 +8,10 @@ use super::name::{escape_bytes, normalize_name};
 /// Request line plus headers larger than this are not a request we read.
 pub const MAX_HEADER_BYTES: usize = 8192;
 
+/// The largest Content-Length read (RFC 9110 8.6 asks a recipient to guard against overflow):
+/// `header_len + content_length`, where the next request starts, then fits a u64.
+pub const MAX_CONTENT_LENGTH: u64 = i64::MAX as u64;
+
 const METHODS: [&[u8]; 13] = [
     b"GET",
     b"POST",
@@ -148,7 +152,9 @@ pub fn parse_request(stream: &[u8]) -> Result<HttpRequest, HttpError> {
         } else if name.eq_ignore_ascii_case(b"content-length") {
             req.content_length = std::str::from_utf8(value)
                 .ok()
+                .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|v| v.parse().ok())
+                .filter(|&n| n <= MAX_CONTENT_LENGTH)
                 .ok_or(HttpError::Malformed("content-length"))?;
         } else if name.eq_ignore_ascii_case(b"transfer-encoding")
             && value.to_ascii_lowercase().windows(7).any(|w| w == b"chunked")
@@ -205,6 +211,20 @@ mod tests {
         assert_eq!((r.content_length, r.header_len), (5, 48));
     }
 
+    /// A Content-Length of u64::MAX made the worker's `header_len + content_length` (where the
+    /// next request starts) overflow: a panic where overflow is checked (the tcp_stream fuzz
+    /// target, fuzz/corpus/tcp_stream/crash-content-length-overflow), a wrong offset elsewhere.
+    #[test]
+    fn content_length_leaves_room_for_the_header() {
+        let with = |n: &str| parse_request(format!("POST / HTTP/1.1\r\nContent-Length: {n}\r\n\r\n").as_bytes());
+        assert_eq!(with("9223372036854775807").unwrap().content_length, MAX_CONTENT_LENGTH);
+        for n in ["9223372036854775808", "18446744073709551615", "18446744073709551616"] {
+            assert_eq!(with(n), Err(HttpError::Malformed("content-length")), "{n}");
+        }
+        let r = with("9223372036854775807").unwrap();
+        assert!((r.header_len as u64).checked_add(r.content_length).is_some());
+    }
+
     #[test]
     fn hostile_requests() {
         // A header value cannot smuggle a second line into the name.
@@ -218,6 +238,7 @@ mod tests {
         long.extend_from_slice(&[b'a'; 9000]);
         assert_eq!(parse_request(&long), Err(HttpError::Malformed("headers too long")));
         assert!(parse_request(b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n").is_err());
+        assert!(parse_request(b"GET / HTTP/1.1\r\nContent-Length: +5\r\n\r\n").is_err(), "1*DIGIT only");
         assert!(looks_like_request(b"GE") && !looks_like_request(b"GETX") && !looks_like_request(b""));
     }
 }

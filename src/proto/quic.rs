@@ -1177,6 +1177,32 @@ mod tests {
         seal(keys, p, spec.pn, spec.pn_len, payload)
     }
 
+    /// The TLS packet of death (a supported_groups extension with an empty body, see
+    /// tls.rs `empty_supported_groups_extension_is_not_a_panic`) inside a client Initial: opened,
+    /// reassembled and parsed without a panic. The plaintext frames and the sealed datagram are
+    /// fuzz/corpus/quic/crash-empty-groups and crash-empty-groups-initial.
+    #[test]
+    fn empty_supported_groups_inside_an_initial() {
+        use crate::proto::tls::tests::{handshake_with_extensions, sni_extension};
+        let mut exts = vec![0x00, 0x0a, 0x00, 0x00];
+        exts.extend(sni_extension(b"dnl-01.geo.kaspersky.com"));
+        let hello = handshake_with_extensions(&exts);
+        let mut frames = vec![FRAME_CRYPTO, 0];
+        frames.extend_from_slice(&(hello.len() as u16 | 0x4000).to_be_bytes());
+        frames.extend_from_slice(&hello);
+        frames.resize(frames.len() + 20, 0);
+        assert_eq!(frames, include_bytes!("../../fuzz/corpus/quic/crash-empty-groups"));
+        let mut padded = frames.clone();
+        padded.resize(1162, 0);
+        let datagram = Spec::rfc(VERSION_1).seal(&padded);
+        assert_eq!(datagram, include_bytes!("../../fuzz/corpus/quic/crash-empty-groups-initial"));
+        let mut asm = CryptoAssembler::new();
+        asm.add_packet(&only_initial(&datagram)).unwrap();
+        let ch = tls_client_hello(&asm);
+        assert_eq!(ch.sni.as_deref(), Some("dnl-01.geo.kaspersky.com"));
+        assert_eq!(ch.extension_types(), [0x000a, 0x0000]);
+    }
+
     #[test]
     fn frames_allowed_in_an_initial() {
         let mut payload = vec![FRAME_PING, 0, 0, 0];

@@ -59,6 +59,16 @@ impl ClientHello {
         ja4(self, &p.ciphers, &p.extensions, &p.sigalgs, p.sni, p.first_alpn.as_deref())
     }
 
+    /// The cipher suites offered, in wire order, GREASE removed.
+    pub fn ciphers(&self) -> &[u16] {
+        &self.ja4_parts.ciphers
+    }
+
+    /// The extension types, in wire order, GREASE removed.
+    pub fn extension_types(&self) -> &[u16] {
+        &self.ja4_parts.extensions
+    }
+
     /// JA3 as Wireshark computes it: (the string, its MD5 in hex).
     pub fn ja3(&self) -> (String, String) {
         let p = &self.ja4_parts;
@@ -229,9 +239,10 @@ pub fn parse_client_hello(stream: &[u8]) -> Result<ClientHello, TlsError> {
             (EXT_ECH, _) => out.ech = true,
             // Read by hand: two length-prefixed lists (GREASE groups are dropped, as JA3 does).
             (EXT_GROUPS, _) => {
-                let body = &one[4..];
+                // Both length bytes may be missing: an empty extension body is legal framing.
+                let body = one.get(4..).unwrap_or_default();
                 if let Some(list) =
-                    body.get(2..2 + u16::from_be_bytes([body[0], body.get(1).copied().unwrap_or(0)]) as usize)
+                    body.first_chunk::<2>().and_then(|&n| body.get(2..2 + usize::from(u16::from_be_bytes(n))))
                 {
                     groups = list
                         .chunks_exact(2)
@@ -241,7 +252,7 @@ pub fn parse_client_hello(stream: &[u8]) -> Result<ClientHello, TlsError> {
                 }
             }
             (EXT_POINT_FORMATS, _) => {
-                let body = &one[4..];
+                let body = one.get(4..).unwrap_or_default();
                 if let Some(list) = body.first().and_then(|&n| body.get(1..1 + n as usize)) {
                     point_formats = list.to_vec();
                 }
@@ -301,7 +312,7 @@ fn ja4(ch: &ClientHello, ciphers: &[u16], exts: &[u16], sigalgs: &[u16], sni: bo
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     // Client bytes captured on loopback (see testdata/README.md), and a Chrome ClientHello
@@ -363,6 +374,81 @@ mod tests {
         assert_eq!(parse_client_hello(b"GET / HTTP/1.1\r\n"), Err(TlsError::NotTls));
         assert_eq!(parse_client_hello(&[0x16, 3, 1, 0xff, 0xff]), Err(TlsError::Malformed("record too long")));
         assert_eq!(parse_client_hello(&[0x16, 3, 1, 0, 4, 2, 0, 0, 0]), Err(TlsError::NotClientHello));
+    }
+
+    /// A TLS 1.2-style ClientHello record (one cipher, null compression) with these extensions.
+    pub(crate) fn record_with_extensions(exts: &[u8]) -> Vec<u8> {
+        let mut rec = vec![0x16, 3, 1];
+        let hs = handshake_with_extensions(exts);
+        rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+        rec.extend_from_slice(&hs);
+        rec
+    }
+
+    /// The bare ClientHello handshake message (as QUIC carries it) with these extensions.
+    pub(crate) fn handshake_with_extensions(exts: &[u8]) -> Vec<u8> {
+        let mut body = vec![0x03, 0x03];
+        body.extend_from_slice(&[0; 32]);
+        body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+        body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+        body.extend_from_slice(exts);
+        let mut hs = vec![1, 0];
+        hs.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        hs.extend_from_slice(&body);
+        hs
+    }
+
+    /// server_name extension for one host_name.
+    pub(crate) fn sni_extension(name: &[u8]) -> Vec<u8> {
+        let mut e = vec![0x00, 0x00];
+        e.extend_from_slice(&((name.len() + 5) as u16).to_be_bytes());
+        e.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
+        e.push(0);
+        e.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        e.extend_from_slice(name);
+        e
+    }
+
+    /// The fuzzer's packet of death: a supported_groups extension with an empty body made the
+    /// hand-written reader index `body[0]` and panic, killing the worker. The same file is in
+    /// fuzz/corpus/tls/crash-empty-groups.
+    #[test]
+    fn empty_supported_groups_extension_is_not_a_panic() {
+        let mut exts = vec![0x00, 0x0a, 0x00, 0x00];
+        exts.extend(sni_extension(b"dnl-01.geo.kaspersky.com"));
+        let rec = record_with_extensions(&exts);
+        assert_eq!(rec, include_bytes!("../../fuzz/corpus/tls/crash-empty-groups"));
+        let ch = parse_client_hello(&rec).unwrap();
+        assert_eq!(ch.sni.as_deref(), Some("dnl-01.geo.kaspersky.com"), "the extensions after it are read");
+        assert_eq!(ch.extension_types(), [0x000a, 0x0000]);
+        assert_eq!(ch.ja3().0, "771,4865,10-0,,");
+    }
+
+    /// Every short or overlong body of the two extensions read by hand, supported_groups and
+    /// ec_point_formats: never a panic, and a list is kept only when its length fits the body.
+    #[test]
+    fn hand_read_extension_bodies_of_every_short_length() {
+        let cases: [(u16, &[u8], &str); 12] = [
+            (EXT_GROUPS, &[], "771,4865,10,,"),
+            (EXT_GROUPS, &[0], "771,4865,10,,"),
+            (EXT_GROUPS, &[0, 0], "771,4865,10,,"),
+            (EXT_GROUPS, &[0, 2, 0], "771,4865,10,,"),
+            (EXT_GROUPS, &[0, 2, 0, 0x1d], "771,4865,10,29,"),
+            (EXT_GROUPS, &[0xff, 0xff, 0], "771,4865,10,,"),
+            (EXT_POINT_FORMATS, &[], "771,4865,11,,"),
+            (EXT_POINT_FORMATS, &[0], "771,4865,11,,"),
+            (EXT_POINT_FORMATS, &[1], "771,4865,11,,"),
+            (EXT_POINT_FORMATS, &[1, 0], "771,4865,11,,0"),
+            (EXT_POINT_FORMATS, &[2, 0, 1, 2], "771,4865,11,,0-1"),
+            (EXT_POINT_FORMATS, &[0xff, 0], "771,4865,11,,"),
+        ];
+        for (ty, body, ja3) in cases {
+            let mut exts = ty.to_be_bytes().to_vec();
+            exts.extend_from_slice(&(body.len() as u16).to_be_bytes());
+            exts.extend_from_slice(body);
+            let ch = parse_client_hello(&record_with_extensions(&exts)).unwrap();
+            assert_eq!(ch.ja3().0, ja3, "type {ty:#06x} body {body:02x?}");
+        }
     }
 
     /// Why the extension list is walked here: one extension tls-parser rejects (here an

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
+use crate::decode::intern::TunnelId;
 use crate::decode::{IPPROTO_TCP, IPPROTO_UDP};
 use crate::decode::{TCP_ACK, TCP_RST, TCP_SYN, Transport};
 use crate::flow::FlowKey;
@@ -97,6 +98,8 @@ pub struct PacketMeta {
     /// The sender's MAC address, when the link layer has one.
     pub src_mac: Option<[u8; 6]>,
     pub transport: Transport,
+    /// The tunnels the packet came through ([`crate::decode::intern`]).
+    pub tunnel: TunnelId,
     /// Goes to an address a matched DNS answer gave (or the reader does not know): a nameless
     /// connection is kept for attribution only then.
     pub attributable: bool,
@@ -162,6 +165,10 @@ pub struct WorkerStats {
     /// the flows it was following then.
     pub worker_restarts: u64,
     pub flows_lost_to_restarts: u64,
+    /// Live on AF_PACKET: tunnelled packets handed to the worker of their inner flow, and those
+    /// processed in place because its queue was full (see `live::tunnel_forward`).
+    pub tunnel_forwarded: u64,
+    pub tunnel_forward_full: u64,
 }
 
 impl WorkerStats {
@@ -195,6 +202,8 @@ impl WorkerStats {
         self.parser_panics.add(&o.parser_panics);
         self.worker_restarts += o.worker_restarts;
         self.flows_lost_to_restarts += o.flows_lost_to_restarts;
+        self.tunnel_forwarded += o.tunnel_forwarded;
+        self.tunnel_forward_full += o.tunnel_forward_full;
     }
 }
 
@@ -611,6 +620,7 @@ impl Worker {
             ts_ns,
             pos: m.pos,
             vlan: m.key.vlan,
+            tunnel: m.tunnel,
             src: src.0,
             sport: src.1,
             dst: dst.0,
@@ -1100,6 +1110,7 @@ mod tests {
             reverse,
             src_mac: None,
             transport,
+            tunnel: Default::default(),
             attributable: true,
             payload_mapped: false,
             payload_start: 0,

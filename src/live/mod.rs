@@ -5,12 +5,16 @@
 //! kernel hashes flows (both directions, fragments reassembled) to threads that each decode and
 //! inspect their own packets. libpcap: one capture thread per interface decodes and dispatches
 //! batches to the workers, as `analyze` does. Either way workers ship their observations every
-//! few hundred milliseconds; every table they keep is bounded (see `worker::Limits`).
+//! few hundred milliseconds; every table they keep is bounded (see `worker::Limits`). Packets
+//! that came through a tunnel are handed between AF_PACKET workers by their inner flow
+//! ([`tunnel_forward`]).
+
+pub mod tunnel_forward;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Barrier, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -33,6 +37,7 @@ use crate::pipeline::{Batch, Dispatcher, PacketSink, Reader, Stats};
 use crate::rules::matcher::Rules;
 use crate::worker::contain;
 use crate::worker::{Limits, PacketMeta, Worker, WorkerStats};
+use tunnel_forward::TunnelForward;
 
 /// How often workers hand over what they found, and check for new rules and a stop.
 const SHIP_EVERY: Duration = Duration::from_millis(200);
@@ -75,6 +80,8 @@ pub struct LiveOptions {
     pub stats_interval: Duration,
     pub report_interval: Duration,
     pub duration: Option<Duration>,
+    /// Tunnels and overlays.
+    pub decode: crate::decode::DecodeConfig,
 }
 
 /// Opened capture sources, before privileges are dropped.
@@ -182,12 +189,18 @@ pub fn run(
     let mut next_id = 0;
     // Each AF_PACKET socket has its worker: they share the limits.
     let per_socket = opts.limits.per_worker(sources.afpacket.len());
+    let mut forwards = TunnelForward::group(sources.afpacket.len().max(1)).into_iter();
+    let all_stopped = Arc::new(Barrier::new(sources.afpacket.len()));
     for (iface, sock, cfg) in sources.afpacket {
-        let (shared, stop, tx, limits) = (shared.clone(), stop_capture.clone(), tx.clone(), per_socket);
+        let (forward, all_stopped) = (forwards.next().expect("one per socket"), all_stopped.clone());
+        let (shared, stop, tx, limits, decode) =
+            (shared.clone(), stop_capture.clone(), tx.clone(), per_socket, opts.decode);
         let (id, name) = (next_id, opts.interfaces[iface].clone());
         next_id += 1;
         let cap = Capture::new(id, iface, name, sock);
-        handles.push(spawn(format!("kavwatch-afp-{id}"), move || afpacket_thread(cap, cfg, shared, limits, stop, tx)));
+        handles.push(spawn(format!("kavwatch-afp-{id}"), move || {
+            afpacket_thread(cap, (cfg, decode), (forward, all_stopped), shared, limits, stop, tx)
+        }));
     }
     if !sources.pcap.is_empty() {
         let n = opts.workers;
@@ -207,13 +220,13 @@ pub fn run(
         for (iface, src) in sources.pcap {
             let (stop, tx) = (stop_capture.clone(), tx.clone());
             let dispatch = Dispatcher::new(senders.clone(), free_rx.clone());
-            let (id, name, bpf, snaplen, promisc) =
-                (next_id, opts.interfaces[iface].clone(), opts.bpf.clone(), opts.snaplen, opts.promisc);
+            let (id, name, bpf, snaplen, promisc, decode) =
+                (next_id, opts.interfaces[iface].clone(), opts.bpf.clone(), opts.snaplen, opts.promisc, opts.decode);
             next_id += 1;
             let cap = Capture::new(id, iface, name, src);
             let rules = shared.get();
             handles.push(spawn(format!("kavwatch-pcap-{id}"), move || {
-                pcap_capture_thread(cap, (snaplen, promisc, bpf), dispatch, &rules, stop, tx)
+                pcap_capture_thread(cap, (snaplen, promisc, bpf, decode), dispatch, &rules, stop, tx)
             }));
         }
     }
@@ -319,14 +332,29 @@ fn now_ns() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
-/// A worker in the capture thread itself (AF_PACKET fanout already chose the thread by flow).
-struct LocalWorker(Worker);
+/// A worker in the capture thread itself (AF_PACKET fanout already chose the thread by flow,
+/// except for tunnelled packets: see [`tunnel_forward`]).
+struct LocalWorker {
+    worker: Worker,
+    forward: TunnelForward,
+}
 
 impl PacketSink for LocalWorker {
-    fn push(&mut self, meta: PacketMeta, payload: &[u8], _map: Option<&Arc<memmap2::Mmap>>, _hash: u64) {
+    fn push(&mut self, meta: PacketMeta, payload: &[u8], _map: Option<&Arc<memmap2::Mmap>>, hash: u64) {
         let mut meta = meta;
         meta.payload_len = payload.len() as u32;
-        self.0.process_contained(&meta, payload);
+        if !self.forward.take(meta, payload, hash) {
+            self.worker.process_contained(&meta, payload);
+        }
+    }
+}
+
+impl LocalWorker {
+    /// The counters, with the forwarding's.
+    fn stats_now(&self) -> Box<WorkerStats> {
+        let mut s = self.worker.stats_now();
+        (s.tunnel_forwarded, s.tunnel_forward_full) = (self.forward.forwarded, self.forward.full);
+        Box::new(s)
     }
 }
 
@@ -462,15 +490,17 @@ fn add_socket(a: SocketStats, b: SocketStats) -> SocketStats {
 /// An AF_PACKET socket and the worker that inspects what it receives.
 fn afpacket_thread(
     mut cap: Capture<AfPacketSocket>,
-    cfg: RingConfig,
+    (cfg, decode): (RingConfig, crate::decode::DecodeConfig),
+    (forward, all_stopped): (TunnelForward, Arc<Barrier>),
     shared: Arc<SharedRules>,
     limits: Limits,
     stop: Arc<AtomicBool>,
     tx: Sender<Msg>,
 ) {
     let mut generation = shared.generation.load(Ordering::Relaxed);
-    let mut reader = Reader::new(LocalWorker(Worker::new(shared.get(), limits)));
+    let mut reader = Reader::new(LocalWorker { worker: Worker::new(shared.get(), limits), forward });
     reader.watch_port_rules(&shared.get());
+    reader.decode_cfg = decode;
     let mut last_ship = Instant::now();
     let name = cap.name.clone();
     let reopen = || AfPacketSocket::open(&name, &cfg).ok();
@@ -479,32 +509,40 @@ fn afpacket_thread(
         // socket stays in its fanout group.
         let r = contain::contained(|| {
             cap.step(&mut reader, reopen, &tx);
-            reader.dispatch.0.planted_worker_panic();
+            let LocalWorker { worker, forward } = &mut reader.dispatch;
+            forward.release(now_ns(), worker);
+            worker.planted_worker_panic();
             if last_ship.elapsed() >= SHIP_EVERY {
                 last_ship = Instant::now();
                 // A quiet link still expires flows and DNS queries waiting for answers.
-                reader.dispatch.0.maintain(reader.last_ts.map_or(now_ns(), |t| t.max(now_ns())));
-                ship(&mut reader.dispatch.0, &mut generation, &shared, &tx);
+                reader.dispatch.worker.maintain(reader.last_ts.map_or(now_ns(), |t| t.max(now_ns())));
+                ship(&mut reader.dispatch.worker, &mut generation, &shared, &tx);
                 cap.send_stats(&reader, &tx);
-                let _ = tx.send(Msg::Worker { id: cap.id, stats: Box::new(reader.dispatch.0.stats_now()) });
+                let _ = tx.send(Msg::Worker { id: cap.id, stats: reader.dispatch.stats_now() });
             }
         });
         if let Err(msg) = r {
-            reader.dispatch.0.restart_after_panic(&msg);
+            reader.dispatch.worker.restart_after_panic(&msg);
         }
     }
-    if let Err(msg) = contain::contained(|| reader.dispatch.0.finish()) {
-        reader.dispatch.0.restart_after_panic(&msg);
+    // Once no socket reads any more, nothing more is forwarded: what is held goes through.
+    all_stopped.wait();
+    let LocalWorker { worker, forward } = &mut reader.dispatch;
+    if let Err(msg) = contain::contained(|| {
+        forward.release(i64::MAX, worker);
+        worker.finish()
+    }) {
+        worker.restart_after_panic(&msg);
     }
-    ship(&mut reader.dispatch.0, &mut generation, &shared, &tx);
+    ship(worker, &mut generation, &shared, &tx);
     cap.send_stats(&reader, &tx);
-    let _ = tx.send(Msg::Worker { id: cap.id, stats: Box::new(reader.dispatch.0.stats_now()) });
+    let _ = tx.send(Msg::Worker { id: cap.id, stats: reader.dispatch.stats_now() });
 }
 
 /// A libpcap handle; its packets go to the workers in batches.
 fn pcap_capture_thread(
     mut cap: Capture<PcapSource>,
-    (snaplen, promisc, bpf): (u32, bool, Option<String>),
+    (snaplen, promisc, bpf, decode): (u32, bool, Option<String>, crate::decode::DecodeConfig),
     dispatch: Dispatcher,
     rules: &Rules,
     stop: Arc<AtomicBool>,
@@ -512,6 +550,7 @@ fn pcap_capture_thread(
 ) {
     let mut reader = Reader::new(dispatch);
     reader.watch_port_rules(rules);
+    reader.decode_cfg = decode;
     let mut last_ship = Instant::now();
     let name = cap.name.clone();
     let reopen = || PcapSource::open(&name, snaplen, promisc, bpf.as_deref()).ok();
@@ -595,6 +634,7 @@ struct Sink {
     /// Counters at the last stats line, for rates and new drops.
     last_packets: u64,
     last_drops: u64,
+    last_undecoded: u64,
 }
 
 impl Sink {
@@ -616,6 +656,7 @@ impl Sink {
             observations: 0,
             last_packets: 0,
             last_drops: 0,
+            last_undecoded: 0,
         }
     }
 
@@ -714,6 +755,23 @@ impl Sink {
             line.push_str(", ");
             line.push_str(&a);
         }
+        let undecoded: u64 = self.readers.values().map(|(s, _, _)| s.undecoded.packets).sum();
+        let new_packets = packets - self.last_packets.min(packets);
+        let new_undecoded = undecoded - self.last_undecoded.min(undecoded);
+        if new_undecoded as f64 > new_packets as f64 * crate::decode::counters::UNDECODED_WARN_SHARE {
+            let mut causes: BTreeMap<&str, u64> = BTreeMap::new();
+            for (s, _, _) in self.readers.values() {
+                for (c, n) in &s.undecoded.causes {
+                    *causes.entry(c).or_default() += n;
+                }
+            }
+            let top = causes.iter().max_by_key(|(_, n)| **n).map(|(c, _)| *c).unwrap_or("-");
+            line.push_str(&format!(
+                "\nkavwatch: warning: {:.1} % of the packets since the last report could not be decoded to TCP/UDP over IP (top cause: {top}): hosts in them are not seen",
+                new_undecoded as f64 * 100.0 / new_packets.max(1) as f64
+            ));
+        }
+        self.last_undecoded = undecoded;
         if drops > self.last_drops {
             line.push_str(&format!(
                 "\nkavwatch: warning: {} packets dropped since the last report: add workers (--workers), a bigger ring, or a --bpf filter",

@@ -1,0 +1,224 @@
+//! The bodies of the fuzz targets. They live in the library, not in `fuzz/fuzz_targets/`, so that
+//! the fuzz targets (`fuzz_target!(|data: &[u8]| kavwatch::fuzzing::NAME(data))`) and the
+//! corpus replay in `tests/fuzz_corpus.rs`, which runs every committed input of `fuzz/corpus/`
+//! under `cargo test` on the stable toolchain, run the very same code: a packet of death found
+//! once stays a test case, without nightly, libFuzzer or cargo-fuzz. Each function takes any
+//! bytes, and panics only on a bug (a panic in a parser, or a broken invariant asserted here).
+
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+
+use crate::attribution::Attributor;
+use crate::capture::file::CaptureReader;
+use crate::decode::{self, Outcome, Transport, VlanTags, defrag::Defragmenter};
+use crate::flow::FlowKey;
+use crate::host::HostTable;
+use crate::observation::Position;
+use crate::output::events::{Inputs, write_events};
+use crate::proto::{dhcp as dhcp_proto, dns as dns_proto, http as http_proto, quic as quic_proto, tls as tls_proto};
+use crate::rules::{load::load, matcher::Rules};
+use crate::worker::{Limits, PacketMeta, Worker};
+
+/// Names that come out of a parser are printable ASCII, whatever went in.
+fn printable(s: &str) -> bool {
+    s.bytes().all(|b| (0x21..0x7f).contains(&b))
+}
+
+/// The built-in rules, loaded once per process.
+fn rules() -> Arc<Rules> {
+    static R: OnceLock<Arc<Rules>> = OnceLock::new();
+    R.get_or_init(|| Arc::new(Rules::new(load(None).expect("built-in rules load")))).clone()
+}
+
+/// A DNS message (`proto::dns::parse`).
+pub fn dns(data: &[u8]) {
+    if let Ok(m) = dns_proto::parse(data) {
+        for q in &m.questions {
+            assert!(printable(&q.name), "question name {:?}", q.name);
+        }
+        for a in &m.answers {
+            assert!(printable(&a.name), "answer name {:?}", a.name);
+        }
+    }
+}
+
+/// The start of a client's TCP stream as a TLS ClientHello, and its fingerprints.
+pub fn tls(data: &[u8]) {
+    if let Ok(ch) = tls_proto::parse_client_hello(data) {
+        if let Some(sni) = &ch.sni {
+            assert!(printable(sni), "SNI {sni:?}");
+        }
+        let _ = ch.ja3();
+        let _ = ch.ja4();
+    }
+}
+
+/// The start of a client's TCP stream as an HTTP/1.x request.
+pub fn http(data: &[u8]) {
+    if let Ok(r) = http_proto::parse_request(data) {
+        assert!(r.header_len <= data.len());
+        assert!(r.host.as_deref().is_none_or(printable));
+    }
+}
+
+/// A whole capture file: reader, link layers, IP, fragments, TCP/UDP.
+pub fn capture(data: &[u8]) {
+    let Ok(mut r) = CaptureReader::from_reader("fuzz".into(), Box::new(std::io::Cursor::new(data.to_vec()))) else {
+        return;
+    };
+    let mut defrag = Defragmenter::default();
+    while let Ok(Some(p)) = r.next_packet() {
+        if let Outcome::Fragment(f) = decode::decode(p.linktype, p.data)
+            && let Some(d) = defrag.add(&f, p.ts_ns)
+        {
+            let _ = decode::decode_reassembled(&f, &d);
+        }
+    }
+}
+
+/// TCP reassembly and the worker's state machine, fed crafted segments of one flow: the first
+/// byte picks the server port (0: 53, else 443), then each record is
+/// [flags, direction, seq (4 bytes), len, payload...].
+pub fn tcp_stream(data: &[u8]) {
+    let limits = Limits { max_flows: 16, flow_idle_ns: 1_000, reassembly_bytes: 64 * 1024 };
+    let mut w = Worker::new(rules(), limits);
+    let client = (IpAddr::from([10, 0, 0, 1]), 40000);
+    let server = (IpAddr::from([10, 0, 0, 2]), if data.first() == Some(&0) { 53 } else { 443 });
+    let (key, _) = FlowKey::new(VlanTags::default(), client, server, 6);
+    let mut rest = data.get(1..).unwrap_or(&[]);
+    let mut ts = 0;
+    while let Some((head, tail)) = rest.split_first_chunk::<7>() {
+        let (flags, dir, seq, len) =
+            (head[0], head[1] & 1 == 1, u32::from_be_bytes([head[2], head[3], head[4], head[5]]), usize::from(head[6]));
+        let (payload, next) = tail.split_at(len.min(tail.len()));
+        rest = next;
+        ts += 1;
+        let meta = PacketMeta {
+            ts_ns: ts,
+            clock_ns: ts,
+            pos: Position::default(),
+            key,
+            hash: key.hash64(),
+            reverse: dir,
+            src_mac: None,
+            transport: Transport::Tcp { seq, flags },
+            tunnel: Default::default(),
+            attributable: true,
+            payload_mapped: false,
+            payload_start: 0,
+            payload_len: payload.len() as u32,
+        };
+        w.process(&meta, payload);
+    }
+    w.finish();
+}
+
+/// A UDP payload as DHCPv4 and as DHCPv6: the sensor picks the parser by port, which the
+/// sender chooses.
+pub fn dhcp(data: &[u8]) {
+    if let Ok(m) = dhcp_proto::parse_dhcpv4(data) {
+        assert!(m.host_name.as_deref().is_none_or(printable));
+        assert!(m.fqdn.as_ref().is_none_or(|f| printable(&f.name)));
+        assert!(m.client_id.as_ref().is_none_or(|c| c.len() <= 255));
+    }
+    if let Ok(m) = dhcp_proto::parse_dhcpv6(data) {
+        assert!(m.fqdn.as_ref().is_none_or(|f| printable(&f.name)));
+        assert!(m.ia_na.len() <= 8 && m.ia_na.iter().all(|ia| ia.addresses.len() <= 8));
+        assert!(m.client_duid.as_ref().is_none_or(|d| d.len() <= 130));
+        assert!(m.relay.is_none_or(|r| (1..=9).contains(&r.depth)));
+    }
+}
+
+/// Puts the CRYPTO stream together and parses the ClientHello, as the worker does.
+fn quic_client_hello(asm: &quic_proto::CryptoAssembler) {
+    assert!(asm.contiguous().len() <= quic_proto::MAX_CRYPTO_BYTES);
+    if let Ok(Some(msg)) = asm.client_hello() {
+        let record = quic_proto::as_tls_record(msg).expect("a ClientHello within MAX_CRYPTO_BYTES fits a record");
+        tls(&record);
+    }
+}
+
+/// QUIC client Initials. The bytes go in as a datagram (headers, coalescing, lengths, header
+/// protection; random bytes never pass the AEAD check, so the corpus holds sealed Initials),
+/// whose CRYPTO fragments go to the assembler and on to the ClientHello parser; then as a
+/// decrypted Initial payload (frames), the same way, so that every stage meets hostile input.
+pub fn quic(data: &[u8]) {
+    let _ = quic_proto::is_quic_long_header_initial(data);
+    if let Ok(d) = quic_proto::parse_datagram(data) {
+        // What is kept is the datagram's own bytes, never more.
+        assert!(d.initials.iter().map(|p| p.payload().len()).sum::<usize>() <= data.len());
+        let mut asm = quic_proto::CryptoAssembler::new();
+        for p in &d.initials {
+            let _ = asm.add_packet(p);
+        }
+        quic_client_hello(&asm);
+    }
+    if let Ok(frames) = quic_proto::parse_frames(data) {
+        let mut asm = quic_proto::CryptoAssembler::new();
+        for (offset, range) in &frames.crypto {
+            let _ = asm.add(*offset, data.get(range.clone()).expect("CRYPTO data inside the payload"));
+        }
+        quic_client_hello(&asm);
+    }
+}
+
+/// Port pairs of the `sink` target: DNS, DHCPv4, DHCPv6, Security Center, QUIC, DHCPv4 reply.
+const SINK_PORTS: [(u16, u16); 8] =
+    [(40000, 53), (68, 67), (546, 547), (40001, 13000), (40002, 15000), (40003, 15111), (40004, 443), (67, 68)];
+const SINK_V4: [[u8; 4]; 3] = [[10, 0, 0, 1], [10, 0, 0, 2], [10, 0, 0, 3]];
+const SINK_V6: [[u16; 8]; 3] =
+    [[0xfe80, 0, 0, 0, 0, 0, 0, 1], [0xfd00, 0, 0, 0, 0, 0, 0, 2], [0xfd00, 0, 0, 0, 0, 0, 0, 3]];
+
+/// UDP datagrams between a few hosts (DNS, DHCPv4/v6, Security Center ports, QUIC) through a
+/// worker and then the sink's time-ordered pass (DNS-answer map, resolvers, Security Center
+/// pairs, DHCP lease book), the host table and the events writer. Each record is
+/// [port pair, addresses and direction, len / 4, payload...].
+pub fn sink(data: &[u8]) {
+    let rules = rules();
+    let mut w =
+        Worker::new(rules.clone(), Limits { max_flows: 16, flow_idle_ns: 1_000_000, reassembly_bytes: 64 * 1024 });
+    let mut rest = data;
+    let mut ts = 0;
+    while let Some((head, tail)) = rest.split_first_chunk::<3>() {
+        let (ports, who, len) = (SINK_PORTS[usize::from(head[0] & 7)], head[1], usize::from(head[2]) * 4);
+        let (payload, next) = tail.split_at(len.min(tail.len()));
+        rest = next;
+        let addr = |i: u8| -> IpAddr {
+            let i = usize::from(i & 3) % 3;
+            if who & 0x80 != 0 { IpAddr::from(SINK_V6[i]) } else { IpAddr::from(SINK_V4[i]) }
+        };
+        let (a, b) = (addr(who), addr(who >> 2));
+        let (key, reverse) = FlowKey::new(VlanTags::default(), (a, ports.0), (b, ports.1), 17);
+        let reverse = reverse ^ (who & 0x40 != 0);
+        ts += 1_000_000;
+        let meta = PacketMeta {
+            ts_ns: ts,
+            clock_ns: ts,
+            pos: Position::default(),
+            key,
+            hash: key.hash64(),
+            reverse,
+            src_mac: Some([2, 0, 0, 0, 0, who]),
+            transport: Transport::Udp,
+            tunnel: Default::default(),
+            attributable: true,
+            payload_mapped: false,
+            payload_start: 0,
+            payload_len: payload.len() as u32,
+        };
+        w.process(&meta, payload);
+    }
+    w.finish();
+    let mut obs = w.take_observations();
+    obs.sort_by_key(|o| o.sort_key());
+    let mut attributor = Attributor::default();
+    let mut obs = attributor.process(obs, &rules, 0);
+    obs.extend(attributor.finish(&rules));
+    let mut table = HostTable::new(4);
+    for o in &obs {
+        table.add(o, &rules, None);
+    }
+    let _ = table.hosts();
+    write_events(&mut std::io::sink(), &obs, &rules, Inputs::Files(&["fuzz".to_string()]), None)
+        .expect("writing events to io::sink cannot fail");
+}

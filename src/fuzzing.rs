@@ -222,3 +222,25 @@ pub fn sink(data: &[u8]) {
     write_events(&mut std::io::sink(), &obs, &rules, Inputs::Files(&["fuzz".to_string()]), None)
         .expect("writing events to io::sink cannot fail");
 }
+
+/// The decoder's layer chain (link types, tags, tunnels and overlays) on hostile frames. The first
+/// byte picks the link type (low 3 bits) and the overlay split (bit 3).
+pub fn decap(data: &[u8]) {
+    const LINK_TYPES: [u32; 8] = [1, 9, 50, 51, 101, 104, 113, 276];
+    let Some((&sel, frame)) = data.split_first() else { return };
+    let linktype = LINK_TYPES[usize::from(sel & 7)];
+    let cfg = decode::DecodeConfig { split_by_overlay: sel & 8 != 0, ..decode::DecodeConfig::default() };
+    let out = decode::decode_with(&cfg, linktype, frame);
+    assert!(out.tunnels().len() <= decode::MAX_ENCAP_DEPTH);
+    if let Outcome::Packet(d) = &out {
+        assert!(cfg.split_by_overlay || d.vlan.overlay().is_none());
+    }
+    // The short form agrees on what the frame is.
+    match (&out, &decode::decode(linktype, frame)) {
+        (Outcome::Packet(_), Outcome::Packet(_))
+        | (Outcome::Fragment(_), Outcome::Fragment(_))
+        | (Outcome::Skipped(_), Outcome::Skipped(_))
+        | (Outcome::Malformed(_), Outcome::Malformed(_)) => {}
+        (a, b) => panic!("decode_with {a:?} but decode {b:?}"),
+    }
+}

@@ -239,7 +239,7 @@ fn an_undecodable_encapsulation_is_said_in_the_table_report_page_and_stderr() {
     let o = run(&["analyze", unknown.to_str().unwrap(), "--report", html.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let (out, err) = (stdout(&o), stderr(&o));
-    let want = "Nothing could be decoded: none of the 50 packets reached TCP or UDP over IP (100 % of packets: GRE protocol 0x9999, not decoded)";
+    let want = "Nothing could be decoded: none of the 50 packets reached TCP or UDP over IP (100.0 % of packets: GRE protocol 0x9999, not decoded)";
     assert!(out.contains(want), "{out}");
     assert_eq!(
         err.lines().filter(|l| l.starts_with("kavwatch: warning: Nothing could be decoded")).count(),

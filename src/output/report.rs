@@ -302,7 +302,7 @@ impl Report {
         causes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let pct = |n: u64| n as f64 * 100.0 / packets.max(1) as f64;
         let why: Vec<String> =
-            causes.iter().take(3).map(|(c, n)| format!("{:.0} % of packets: {c}, not decoded", pct(*n))).collect();
+            causes.iter().take(3).map(|(c, n)| format!("{:.1} % of packets: {c}, not decoded", pct(*n))).collect();
         let why = if why.is_empty() { String::from("see stats.skipped.causes") } else { why.join("; ") };
         Some(if nothing {
             format!(

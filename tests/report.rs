@@ -39,17 +39,25 @@ fn dom(html: &Path) -> String {
 }
 
 fn screenshot(html: &Path, png: &Path) {
-    let ok = chromium("chromium-shot")
-        .args([
-            "--window-size=1400,1100",
-            &format!("--screenshot={}", png.display()),
-            &format!("file://{}", html.display()),
-        ])
-        .output()
-        .unwrap()
-        .status
-        .success();
-    assert!(ok && png.exists());
+    // A headless Chromium on a loaded 2-core machine now and then exits before it has painted:
+    // a few tries, and what it said if none made the picture.
+    let mut said = String::new();
+    for _ in 0..3 {
+        let _ = std::fs::remove_file(png);
+        let o = chromium("chromium-shot")
+            .args([
+                "--window-size=1400,1100",
+                &format!("--screenshot={}", png.display()),
+                &format!("file://{}", html.display()),
+            ])
+            .output()
+            .unwrap();
+        if o.status.success() && png.exists() {
+            return;
+        }
+        said = format!("{}: {}", o.status, String::from_utf8_lossy(&o.stderr));
+    }
+    panic!("no screenshot of {}: {said}", html.display());
 }
 
 fn analyze_to(dir: &Path, input: &Path, stem: &str, sensor: &str) -> (PathBuf, PathBuf) {

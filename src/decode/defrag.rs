@@ -60,7 +60,7 @@ impl Defragmenter {
     /// Adds a fragment; returns the whole transport-layer datagram once complete.
     pub fn add(&mut self, f: &Fragment<'_>, ts: i64) -> Option<Vec<u8>> {
         self.stats.fragments += 1;
-        if ts - self.last_sweep > 1_000_000_000 {
+        if ts.saturating_sub(self.last_sweep) > 1_000_000_000 {
             self.expire(ts);
         }
         let key = Key { vlan: f.vlan, src: f.src, dst: f.dst, id: f.id, proto: f.proto };
@@ -119,7 +119,7 @@ impl Defragmenter {
         let before = self.table.len();
         let mut freed = 0;
         self.table.retain(|_, p| {
-            let keep = now - p.first_ts <= TIMEOUT_NS;
+            let keep = now.saturating_sub(p.first_ts) <= TIMEOUT_NS;
             if !keep {
                 freed += p.buf.data().capacity();
             }

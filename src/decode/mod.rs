@@ -162,8 +162,9 @@ impl TunnelLayer {
     }
 }
 
-/// The encapsulations of a packet, outer first.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+/// The encapsulations of a packet, outer first. Equality and hashing look at the layers in use
+/// only (the readers compare and hash a tunnelled packet's stack once each).
+#[derive(Clone, Copy)]
 pub struct Tunnels {
     layers: [TunnelLayer; MAX_ENCAP_DEPTH],
     len: u8,
@@ -202,6 +203,21 @@ impl Tunnels {
     /// The innermost layer.
     pub fn last(&self) -> Option<&TunnelLayer> {
         self.as_slice().last()
+    }
+}
+
+impl PartialEq for Tunnels {
+    #[inline]
+    fn eq(&self, o: &Tunnels) -> bool {
+        self.as_slice() == o.as_slice()
+    }
+}
+
+impl Eq for Tunnels {}
+
+impl std::hash::Hash for Tunnels {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.as_slice().hash(h);
     }
 }
 

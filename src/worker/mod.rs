@@ -452,7 +452,7 @@ impl Worker {
             self.dns_swept_at = now;
             let mut expired = Vec::new();
             self.dns_pending.retain(|_, obs| {
-                let keep = obs.first().is_some_and(|o| now - o.ts_ns <= DNS_ANSWER_WINDOW_NS);
+                let keep = obs.first().is_some_and(|o| now.saturating_sub(o.ts_ns) <= DNS_ANSWER_WINDOW_NS);
                 if !keep {
                     expired.append(obs);
                 }
@@ -460,7 +460,7 @@ impl Worker {
             });
             self.observations.append(&mut expired);
             let before = self.quic_pending.len();
-            self.quic_pending.retain(|_, q| now - q.first_ns <= QUIC_WINDOW_NS);
+            self.quic_pending.retain(|_, q| now.saturating_sub(q.first_ns) <= QUIC_WINDOW_NS);
             self.stats.quic_gave_up += (before - self.quic_pending.len()) as u64;
         }
     }
@@ -745,8 +745,9 @@ impl Worker {
             })
             .collect();
         if let Some(mut pending) = self.dns_pending.remove(&key) {
-            let in_window =
-                pending.first().is_some_and(|o| ts_ns - o.ts_ns <= DNS_ANSWER_WINDOW_NS && ts_ns >= o.ts_ns);
+            let in_window = pending
+                .first()
+                .is_some_and(|o| ts_ns.saturating_sub(o.ts_ns) <= DNS_ANSWER_WINDOW_NS && ts_ns >= o.ts_ns);
             if in_window {
                 for o in &mut pending {
                     if let Detail::Dns(dd) = &mut o.detail {
@@ -1028,7 +1029,7 @@ impl Worker {
                         self.done(m);
                         return;
                     }
-                    stream.consume(req.header_len as u64 + req.content_length);
+                    stream.consume((req.header_len as u64).saturating_add(req.content_length));
                 }
             }
         }

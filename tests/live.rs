@@ -641,13 +641,20 @@ fn survives_the_packet_of_death(engine: &str) {
     let mut death = packet_of_death([10, 0, 0, 5], AFTER_US);
     let planted = dns_query(7, b"planted-marker.example", 1);
     death.push((AFTER_US + 4000, udp_frame([10, 0, 0, 5], [192, 0, 2, 53], 40002, 53, &planted)));
+    // And one that makes its worker panic outside the per-packet work: the worker is restarted.
+    let restart = dns_query(8, b"restart-marker.example", 1);
+    death.push((AFTER_US + 5000, udp_frame([10, 0, 0, 5], [192, 0, 2, 53], 40003, 53, &restart)));
     let death_pcap = d.join("death.pcap");
     std::fs::write(&death_pcap, pcap(1, &death)).unwrap();
     let live = Live::start_env(
         &ns,
         &d,
         &["--engine", engine, "--workers", "2", "--events", ev.to_str().unwrap(), "--report", rep.to_str().unwrap()],
-        &[("KAVWATCH_TEST_PANIC", "planted-marker"), ("STATE_DIRECTORY", d.join("state").to_str().unwrap())],
+        &[
+            ("KAVWATCH_TEST_PANIC", "planted-marker"),
+            ("KAVWATCH_TEST_PANIC_WORKER", "restart-marker"),
+            ("STATE_DIRECTORY", d.join("state").to_str().unwrap()),
+        ],
     );
     replay_dns_udp(&ns, &ev);
     ns.replay(std::slice::from_ref(&death_pcap), &[]);
@@ -656,10 +663,11 @@ fn survives_the_packet_of_death(engine: &str) {
     assert_eq!(events_at_least(&ev, 16).len(), 16, "the traffic after it is still seen: {}", live.stderr());
     let (code, err) = live.stop();
     assert_eq!(code, 0, "{err}");
-    assert_eq!(err.matches("kavwatch: bug:").count(), 1, "one line per kind: {err}");
+    assert_eq!(err.matches("kavwatch: bug: a panic in the dns parser").count(), 1, "one line per kind: {err}");
+    assert_eq!(err.matches("kavwatch: bug: a panic in a worker outside").count(), 1, "{err}");
     let r = json(&rep);
     assert_eq!(r["stats"]["parser_panics"], serde_json::json!({"total": 1, "dns": 1}), "{}", r["stats"]);
-    assert_eq!(r["stats"]["worker_restarts"], 0);
+    assert_eq!(r["stats"]["worker_restarts"], 1, "{}", r["stats"]);
     let dead: Vec<_> = json_lines(&ev).into_iter().filter(|e| e["host"] == "10.0.0.5").collect();
     assert_eq!(dead.len(), 2, "{dead:?}");
 }

@@ -447,12 +447,8 @@ pub fn run(inputs: &[PathBuf], rules: Arc<Rules>, opts: &Options) -> Analysis {
                 let mut w = Worker::new(rules, limits);
                 for mut batch in rx {
                     // A panic outside one packet's work (each packet's is contained) restarts the worker.
-                    let r = contain::contained(|| {
-                        for m in &batch.metas {
-                            w.process_contained(m, batch.payload(m));
-                        }
-                        w.planted_worker_panic();
-                    });
+                    w.process_batch_contained(&batch.metas, |m| batch.payload(m));
+                    let r = contain::contained(|| w.planted_worker_panic());
                     if let Err(msg) = r {
                         w.restart_after_panic(&msg);
                     }

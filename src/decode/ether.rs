@@ -190,7 +190,7 @@ mod tests {
         assert_eq!(d.vlan.as_slice(), &[30]);
         assert_eq!(d.src_mac, Some(SRC_MAC));
         assert_eq!(kinds(&d.tunnels), [TunnelKind::Vntag]);
-        assert_eq!(d.tunnels.as_slice()[0].id, Some(5));
+        assert_eq!(d.tunnels.as_slice()[0].id(), Some(5));
         // E-Tag: 6 bytes then the ether type.
         let f = eth(ETH_ETAG, &cat(&[&[0, 0, 0x00, 0x2a, 0, 1, 0x08, 0x00], &ip]));
         let d = packet(&decode_with(&DecodeConfig::default(), 1, &f));
@@ -224,7 +224,7 @@ mod tests {
         h.extend_from_slice(&[0; 16]);
         let f = eth(ETH_NSH, &cat(&[&h, &inner]));
         let d = packet(&decode_with(&DecodeConfig::default(), 1, &f));
-        assert_eq!(d.tunnels.as_slice()[0].id, Some(9));
+        assert_eq!(d.tunnels.as_slice()[0].id(), Some(9));
         assert_eq!(d.src_mac, Some(SRC_MAC));
         all_truncations(1, &f);
         // Lying length, wrong version, unknown next protocol.

@@ -90,11 +90,7 @@ pub(super) fn gre<'a>(data: &'a [u8], cx: &mut Ctx<'_>) -> Step<'a> {
 }
 
 fn erspan_layer(vlan: u16, session: u16) -> TunnelLayer {
-    TunnelLayer {
-        id: Some(u32::from(session & 0x03ff)),
-        vlan: (vlan & 0x0fff != 0).then_some(vlan & 0x0fff),
-        ..TunnelLayer::new(TunnelKind::Erspan, None)
-    }
+    TunnelLayer::new(TunnelKind::Erspan, Some(u32::from(session & 0x03ff))).with_vlan(vlan & 0x0fff)
 }
 
 /// ERSPAN type II: Ver(4)=1 VLAN(12) | COS(3) En(2) T(1) session id(10) | reserved(12) index(20).
@@ -157,7 +153,7 @@ mod tests {
         all_truncations(1, &f);
         // Without any option.
         let f = gre_frame(&cat(&[&[0, 0, 0x86, 0xdd], &ipv6_udp(53, b"x")]));
-        assert_eq!(packet(&decode_with(&cfg, 1, &f)).tunnels.as_slice()[0].id, None);
+        assert_eq!(packet(&decode_with(&cfg, 1, &f)).tunnels.as_slice()[0].id(), None);
         // RFC 1701 routing: one SRE of 4 bytes, then the terminating one.
         let f = gre_frame(&cat(&[&[0x40, 0, 0x08, 0], &[0; 4], &[0, 2, 0, 4, 1, 2, 3, 4], &[0, 0, 0, 0], &ip]));
         assert_eq!(packet(&decode_with(&cfg, 1, &f)).dport, 80);
@@ -204,7 +200,7 @@ mod tests {
         let f = gre_frame(&cat(&[&[0x10, 0, 0x88, 0xbe, 0, 0, 0, 1], &[0x10, 0x0c, 0x01, 0x55, 0, 0, 0, 0], &inner]));
         let d = packet(&decode_with(&cfg, 1, &f));
         let e = d.tunnels.as_slice()[1];
-        assert_eq!((e.kind, e.id, e.vlan), (TunnelKind::Erspan, Some(0x155), Some(12)));
+        assert_eq!((e.kind, e.id(), e.vlan()), (TunnelKind::Erspan, Some(0x155), Some(12)));
         assert_eq!(d.dport, 443);
         all_truncations(1, &f);
         let bad = gre_frame(&cat(&[&[0x10, 0, 0x88, 0xbe, 0, 0, 0, 1], &[0x20, 0x0c, 0x01, 0x55, 0, 0, 0, 0], &inner]));
@@ -224,8 +220,8 @@ mod tests {
         let d = packet(&decode_with(&cfg, 1, &f));
         assert_eq!(kinds(&d.tunnels), [TunnelKind::Gre, TunnelKind::Erspan, TunnelKind::Vxlan]);
         let e = d.tunnels.as_slice()[1];
-        assert_eq!((e.id, e.vlan), (Some(7), Some(33)));
-        assert_eq!(d.tunnels.as_slice()[2].id, Some(5000));
+        assert_eq!((e.id(), e.vlan()), (Some(7), Some(33)));
+        assert_eq!(d.tunnels.as_slice()[2].id(), Some(5000));
         assert_eq!(d.src_mac, Some([0xaa; 6]));
         assert!(d.vlan.is_empty(), "the VLAN of the VXLAN carrier is not the host's");
         assert_eq!(d.dport, 443);

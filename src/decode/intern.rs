@@ -79,11 +79,13 @@ pub struct LocalCache {
 }
 
 impl LocalCache {
-    #[inline]
+    #[inline(always)]
     pub fn id(&mut self, t: &Tunnels) -> TunnelId {
-        if t.is_empty() {
-            return TunnelId::NONE;
-        }
+        if t.is_empty() { TunnelId::NONE } else { self.lookup(t) }
+    }
+
+    #[inline(never)]
+    fn lookup(&mut self, t: &Tunnels) -> TunnelId {
         // Consecutive packets mostly come through the same tunnel.
         if let Some((last, id)) = &self.last
             && last == t
@@ -120,10 +122,10 @@ pub fn layer_json(l: &TunnelLayer) -> Value {
         TunnelKind::Etag => "ecid",
         TunnelKind::Ipip | TunnelKind::Teredo | TunnelKind::Mpls => "id",
     };
-    if let Some(id) = l.id {
+    if let Some(id) = l.id() {
         v[id_name] = id.into();
     }
-    if let Some(vlan) = l.vlan {
+    if let Some(vlan) = l.vlan() {
         v["vlan"] = vlan.into();
     }
     if l.kind == TunnelKind::Mpls {

@@ -18,10 +18,7 @@ pub(super) fn mpls<'a>(data: &'a [u8], cx: &mut Ctx<'_>) -> Step<'a> {
         // label(20) TC(3) S(1) TTL(8)
         let Some(e) = data.get(at..at + 4) else { return Step::Malformed(L, "MPLS label stack truncated") };
         let entry = u32::from_be_bytes([e[0], e[1], e[2], e[3]]);
-        if let Some(slot) = layer.labels.get_mut(at / 4) {
-            *slot = entry >> 12;
-            layer.nlabels += 1;
-        }
+        layer.push_label(entry >> 12);
         at += 4;
         if entry & 0x100 != 0 {
             break;
@@ -119,7 +116,7 @@ mod tests {
         let f = eth(0x8847, &cat(&[&labels(&[100, 200, 300, 400, 500]), &ipv4_tcp(80)]));
         let d = packet(&decode_with(&cfg, 1, &f));
         let l = d.tunnels.as_slice()[0];
-        assert_eq!((l.kind, l.labels(), l.nlabels), (TunnelKind::Mpls, &[100, 200, 300, 400][..], 4));
+        assert_eq!((l.kind, l.labels(), l.id()), (TunnelKind::Mpls, &[100, 200][..], None));
         assert_eq!(d.src_mac, None);
         all_truncations(1, &f);
         let f = eth(0x8847, &cat(&[&labels(&[16]), &ipv6_udp(53, b"a")]));

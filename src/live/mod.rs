@@ -591,10 +591,8 @@ fn pcap_worker_thread(
         // Each packet's work is contained; a panic outside it restarts the worker.
         let r = contain::contained(|| {
             if let Some(batch) = &batch {
-                for m in &batch.metas {
-                    w.process_contained(m, batch.payload(m));
-                    last_ts = Some(m.clock_ns);
-                }
+                w.process_batch_contained(&batch.metas, |m| batch.payload(m));
+                last_ts = batch.metas.last().map(|m| m.clock_ns).or(last_ts);
                 w.planted_worker_panic();
             }
             if last_ship.elapsed() >= SHIP_EVERY {

@@ -341,17 +341,33 @@ impl Worker {
     /// [`Worker::process`], with a panic contained: the packet is skipped and counted in
     /// `parser_panics`, its flow forgotten (its state may be half-updated), and the worker goes on.
     pub fn process_contained(&mut self, m: &PacketMeta, payload: &[u8]) {
-        self.stage = match m.transport {
-            Transport::Udp => Stage::Dns,
-            Transport::Tcp { .. } => Stage::Tcp,
-        };
-        if let Err(msg) = contain::contained(|| self.process(m, payload)) {
+        self.process_batch_contained(std::slice::from_ref(m), |_| payload);
+    }
+
+    /// [`Worker::process_contained`] for a batch, behind one panic boundary rather than one per
+    /// packet (the boundary is cheap, not free): a panic costs the packet it happened in, and the
+    /// batch goes on with the next one.
+    pub fn process_batch_contained<'b>(&mut self, metas: &[PacketMeta], payload: impl Fn(&PacketMeta) -> &'b [u8]) {
+        let mut next = 0;
+        while next < metas.len() {
+            let mut at = next;
+            let r = contain::contained(|| {
+                for (i, m) in metas[next..].iter().enumerate() {
+                    at = next + i;
+                    let data = payload(m);
+                    self.stage = if matches!(m.transport, Transport::Udp) { Stage::Dns } else { Stage::Tcp };
+                    self.process(m, data);
+                    if self.planted.worker(data) {
+                        self.planted_worker = true;
+                    }
+                }
+            });
+            let Err(msg) = r else { return };
+            let m = &metas[at];
             self.stats.parser_panics.count(self.stage);
-            contain::report(self.stage, &msg, payload);
+            contain::report(self.stage, &msg, payload(m));
             self.forget_after_panic(&m.key);
-        }
-        if self.planted.worker(payload) {
-            self.planted_worker = true;
+            next = at + 1;
         }
     }
 

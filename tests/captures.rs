@@ -19,14 +19,6 @@ fn truth() -> BTreeMap<String, Vec<Value>> {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
-fn events(args: &[&str]) -> Vec<Value> {
-    let mut a = vec!["analyze", "-q", "--events", "-"];
-    a.extend_from_slice(args);
-    let o = run(&a);
-    assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
-    stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
 fn key_of_event(e: &Value) -> Key {
     let vlan = e.get("vlan").map(|v| v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect());
     (
@@ -78,16 +70,6 @@ fn events_equal_tsharks_reading_of_every_capture() {
         assert!(!want.is_empty() || file == "ksc.pcap", "{file}: has Kaspersky names");
         assert_eq!(got, want, "{file}");
     }
-}
-
-fn report(args: &[&str]) -> Value {
-    let d = tmpdir(&format!("report-{}", args.join("-").replace(['/', '.'], "_")));
-    let r = d.join("r.json");
-    let mut a = vec!["analyze", "-q", "--report", r.to_str().unwrap()];
-    a.extend_from_slice(args);
-    let o = run(&a);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    json(&r)
 }
 
 fn verdicts(r: &Value) -> BTreeMap<String, String> {

@@ -17,25 +17,6 @@ fn truth() -> BTreeMap<String, Value> {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
-/// `analyze ARGS` with events on stdout; the exit status must be 0.
-fn events(args: &[&str]) -> Vec<Value> {
-    let mut a = vec!["analyze", "-q", "--events", "-"];
-    a.extend_from_slice(args);
-    let o = run(&a);
-    assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
-    stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-fn report(args: &[&str]) -> Value {
-    let d = tmpdir(&format!("encap-report-{}", args.join("-").replace(['/', '.'], "_")));
-    let r = d.join("r.json");
-    let mut a = vec!["analyze", "-q", "--report", r.to_str().unwrap()];
-    a.extend_from_slice(args);
-    let o = run(&a);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    json(&r)
-}
-
 /// The layer types each kind of wrapping must show in `tunnel`, outer first.
 fn layers_of(kind: &str) -> Vec<&'static str> {
     match kind {

@@ -138,3 +138,23 @@ pub fn packet_of_death(client: [u8; 4], ts_us: i64) -> Vec<(i64, Vec<u8>)> {
         (ts_us + 3000, udp_frame(client, server, 40001, 443, &initial)),
     ]
 }
+
+/// `analyze -q ARGS` with the events on stdout, one JSON value each; the exit status must be 0.
+pub fn events(args: &[&str]) -> Vec<serde_json::Value> {
+    let mut a = vec!["analyze", "-q", "--events", "-"];
+    a.extend_from_slice(args);
+    let o = run(&a);
+    assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+    stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// `analyze -q ARGS` with a JSON report, read back; the exit status must be 0.
+pub fn report(args: &[&str]) -> serde_json::Value {
+    let d = tmpdir(&format!("report-{}", args.join("-").replace(['/', '.'], "_")));
+    let r = d.join("r.json");
+    let mut a = vec!["analyze", "-q", "--report", r.to_str().unwrap()];
+    a.extend_from_slice(args);
+    let o = run(&a);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    json(&r)
+}

@@ -160,6 +160,17 @@ fn tunnel_fields_carry_keys_sessions_vnis_and_labels() {
 }
 
 #[test]
+fn the_page_says_which_tunnel_a_host_was_seen_through() {
+    let d = tmpdir("encap-html");
+    let html = d.join("r.html");
+    let nested = captures().join("encap/erspan3-vlan-vxlan.pcap");
+    let o = run(&["analyze", "-q", nested.to_str().unwrap(), "--report", html.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<small data-tunnel>via gre &gt; erspan 7 &gt; vxlan 9</small>"), "{page}");
+}
+
+#[test]
 fn vxlan_on_another_port_needs_the_option() {
     let path = captures().join("encap/vxlan-custom.pcap");
     let path = path.to_str().unwrap();

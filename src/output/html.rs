@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
 
-use super::report::{HostRow, Report, VERDICTS, vlan_text};
+use super::report::{HostRow, Report, VERDICTS, tunnel_text, vlan_text};
 use crate::rules::load::parse_instant;
 use crate::rules::model::Category;
 
@@ -222,7 +222,12 @@ fn host_row(s: &mut String, h: &HostRow, large: bool) {
         s,
         "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"verdict {v}\">{v}{}</td><td>{}</td><td data-k=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td>",
         esc(&h.ip.to_string()),
-        if vlan.is_empty() { "&ndash;".into() } else { esc(&vlan) },
+        format!(
+            "{}{}{}",
+            if vlan.is_empty() { "&ndash;".into() } else { esc(&vlan) },
+            h.overlay.map(|o| format!("<br><small>overlay {o}</small>")).unwrap_or_default(),
+            tunnel_text(h).map(|t| format!("<br><small data-tunnel>via {}</small>", esc(&t))).unwrap_or_default()
+        ),
         hostname_cell(h),
         h.mac.as_deref().map(esc).unwrap_or_else(|| "&ndash;".into()),
         h.flags

@@ -492,6 +492,23 @@ fn csv_cell(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
 }
 
+/// The tunnel of a host's latest observation for people: `gre > erspan 7 > vxlan 9`.
+pub fn tunnel_text(h: &HostRow) -> Option<String> {
+    let layers = h.tunnel.as_ref()?.as_array()?;
+    let one = |l: &serde_json::Value| {
+        let kind = l["type"].as_str().unwrap_or("?");
+        let id = ["key", "session", "vni", "isid", "spi", "vif", "ecid"].iter().find_map(|k| l[*k].as_u64());
+        let labels: Vec<String> =
+            l["labels"].as_array().map(|a| a.iter().map(|x| x.to_string()).collect()).unwrap_or_default();
+        match (id, labels.is_empty()) {
+            (Some(id), _) => format!("{kind} {id}"),
+            (None, false) => format!("{kind} {}", labels.join("/")),
+            (None, true) => kind.to_string(),
+        }
+    };
+    Some(layers.iter().map(one).collect::<Vec<_>>().join(" > "))
+}
+
 pub fn vlan_text(h: &HostRow) -> String {
     h.vlan.as_deref().unwrap_or(&[]).iter().map(|v| v.to_string()).collect::<Vec<_>>().join(".")
 }

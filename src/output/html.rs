@@ -218,16 +218,18 @@ fn host_row(s: &mut String, h: &HostRow, large: bool) {
         if vlan.is_empty() { String::new() } else { format!(" data-vlan=\"{}\"", esc(&vlan)) }
     );
     let top: Vec<String> = h.domains.iter().take(3).map(|d| format!("{} ({})", esc(&d.domain), d.count)).collect();
+    let mut vlan_cell = if vlan.is_empty() { "&ndash;".into() } else { esc(&vlan) };
+    if let Some(o) = h.overlay {
+        let _ = write!(vlan_cell, "<br><small>overlay {o}</small>");
+    }
+    if let Some(t) = tunnel_text(h) {
+        let _ = write!(vlan_cell, "<br><small data-tunnel>via {}</small>", esc(&t));
+    }
     let _ = write!(
         s,
         "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"verdict {v}\">{v}{}</td><td>{}</td><td data-k=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td>",
         esc(&h.ip.to_string()),
-        format!(
-            "{}{}{}",
-            if vlan.is_empty() { "&ndash;".into() } else { esc(&vlan) },
-            h.overlay.map(|o| format!("<br><small>overlay {o}</small>")).unwrap_or_default(),
-            tunnel_text(h).map(|t| format!("<br><small data-tunnel>via {}</small>", esc(&t))).unwrap_or_default()
-        ),
+        vlan_cell,
         hostname_cell(h),
         h.mac.as_deref().map(esc).unwrap_or_else(|| "&ndash;".into()),
         h.flags

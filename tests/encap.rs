@@ -261,7 +261,7 @@ fn an_undecodable_encapsulation_is_said_in_the_table_report_page_and_stderr() {
 }
 
 #[test]
-fn a_bpf_style_outer_view_is_unchanged_and_link_types_are_named() {
+fn wan_link_types_are_supported_and_named() {
     // WAN link types are supported link types now, named in the report.
     let r = report(&[captures().join("encap/chdlc.pcap").to_str().unwrap()]);
     assert_eq!(r["stats"]["skipped"]["unsupported_link"], 0);

@@ -683,3 +683,41 @@ fn pcap_survives_the_packet_of_death() {
     need_root!();
     survives_the_packet_of_death("pcap");
 }
+
+/// A capture filter applies to the outer packet, as in tcpdump: on a VXLAN feed, `udp dst port
+/// 4789` keeps everything inside the tunnel, and a filter on the inner traffic keeps nothing.
+#[test]
+fn bpf_filters_see_the_outer_packet_of_a_tunnel() {
+    need_root!();
+    let d = tmpdir("live-bpf-tunnel");
+    let ns = Netns::new("bpftun");
+    let vxlan = captures().join("encap/vxlan-real.pcap");
+    let o = run(&["analyze", "-q", "--cutoff", "2000-01-01T00:00:00Z", "--events", "-", vxlan.to_str().unwrap()]);
+    let want = stdout(&o).lines().count();
+    assert!(want >= 5, "vxlan-real.pcap gives {want} events");
+    for engine in ["afpacket", "pcap"] {
+        for (filter, n) in [("udp dst port 4789", want), ("tcp port 80 or udp port 53", 0)] {
+            let ev = d.join(format!("{engine}-{n}.json"));
+            let args = [
+                "--engine",
+                engine,
+                "--bpf",
+                filter,
+                "--cutoff",
+                "2000-01-01T00:00:00Z",
+                "--events",
+                ev.to_str().unwrap(),
+            ];
+            let live = Live::start(&ns, &d, &args);
+            ns.replay(std::slice::from_ref(&vxlan), &[]);
+            if n > 0 {
+                events_at_least(&ev, n);
+            }
+            let (code, err) = live.stop();
+            assert_eq!(code, 0, "{err}");
+            let got = json_lines(&ev);
+            assert_eq!(got.len(), n, "{engine}, --bpf {filter:?}: {got:?}");
+            assert!(got.iter().all(|e| e["tunnel"][0]["type"] == "vxlan"), "{engine}: {got:?}");
+        }
+    }
+}

@@ -98,6 +98,10 @@ static REPORTED: AtomicU32 = AtomicU32::new(0);
 static SAMPLE_LOCK: Mutex<()> = Mutex::new(());
 /// At most this many bytes of a packet are saved.
 pub const SAMPLE_MAX_BYTES: usize = 64 * 1024;
+/// At most this many samples are kept in the state directory, over all runs (a sensor restarted
+/// again and again must not fill its disk with them).
+pub const SAMPLES_MAX: usize = 32;
+const SAMPLE_PREFIX: &str = "parser-panic-";
 
 /// Where the first packet of each kind of caught panic is saved. Set once, at start.
 pub fn set_sample_dir(dir: PathBuf) {
@@ -161,7 +165,7 @@ pub fn report(stage: Stage, message: &str, bytes: &[u8]) {
     }
     let _guard = SAMPLE_LOCK.lock();
     let saved = SAMPLE_DIR.get().cloned().unwrap_or_else(default_state_dir);
-    let path = saved.join(format!("parser-panic-{}-{}.bin", stage.as_str(), std::process::id()));
+    let path = saved.join(format!("{SAMPLE_PREFIX}{}-{}.bin", stage.as_str(), std::process::id()));
     let kept = &bytes[..bytes.len().min(SAMPLE_MAX_BYTES)];
     let where_ = match save(&path, kept) {
         Ok(()) => format!("its {} bytes are in {}", kept.len(), path.display()),
@@ -173,11 +177,19 @@ pub fn report(stage: Stage, message: &str, bytes: &[u8]) {
     );
 }
 
-/// Writes a new file without following a link planted at its name.
+/// Writes a new file without following a link planted at its name, unless the directory holds
+/// [`SAMPLES_MAX`] samples already.
 fn save(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
+        let held = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(SAMPLE_PREFIX))
+            .count();
+        if held >= SAMPLES_MAX {
+            return Err(std::io::Error::other(format!("{held} samples are there already, the most kept")));
+        }
     }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -236,6 +248,26 @@ mod tests {
         let e = r.unwrap_err();
         assert!(e.contains("index out of bounds") && e.contains("contain.rs"), "{e}");
         assert_eq!(contained(|| 7), Ok(7));
+    }
+
+    #[test]
+    fn samples_are_bounded_and_never_follow_a_link() {
+        let dir = std::env::temp_dir().join(format!("kavwatch-contain-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // A link planted at the sample's name: the write fails, the target is untouched.
+        let target = dir.join("target");
+        std::fs::write(&target, b"keep").unwrap();
+        let planted = dir.join(format!("{SAMPLE_PREFIX}tls-1.bin"));
+        std::os::unix::fs::symlink(&target, &planted).unwrap();
+        assert!(save(&planted, b"packet").is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+        for i in 0..SAMPLES_MAX - 1 {
+            save(&dir.join(format!("{SAMPLE_PREFIX}dns-{i}.bin")), b"packet").unwrap();
+        }
+        let err = save(&dir.join(format!("{SAMPLE_PREFIX}http-0.bin")), b"packet").unwrap_err();
+        assert!(err.to_string().contains("the most kept"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

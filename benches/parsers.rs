@@ -9,7 +9,6 @@ use criterion::{Criterion, criterion_group, criterion_main};
 
 use kavwatch::decode::{self, TCP_ACK, TCP_SYN, Transport, VlanTags};
 use kavwatch::flow::FlowKey;
-use kavwatch::observation::Position;
 use kavwatch::proto::{dns, tls};
 use kavwatch::rules::load::{SHIPPED, load, parse_into};
 use kavwatch::rules::matcher::Rules;
@@ -71,21 +70,7 @@ fn worker_flow(c: &mut Criterion, name: &str, segments: &[&[u8]]) {
                 ("93.184.216.34".parse().unwrap(), 443),
                 6,
             );
-            let mut meta = PacketMeta {
-                ts_ns: 1,
-                clock_ns: 1,
-                pos: Position::default(),
-                key,
-                hash: key.hash64(),
-                reverse: false,
-                src_mac: None,
-                transport: Transport::Tcp { seq: 999, flags: TCP_SYN },
-                tunnel: Default::default(),
-                attributable: true,
-                payload_mapped: false,
-                payload_start: 0,
-                payload_len: 0,
-            };
+            let mut meta = PacketMeta::synthetic(1, key, false, None, Transport::Tcp { seq: 999, flags: TCP_SYN }, 0);
             w.process(&meta, &[]);
             let mut seq = 1000u32;
             for s in segments {

@@ -13,7 +13,6 @@ use crate::capture::file::CaptureReader;
 use crate::decode::{self, Outcome, Transport, VlanTags, defrag::Defragmenter};
 use crate::flow::FlowKey;
 use crate::host::HostTable;
-use crate::observation::Position;
 use crate::output::events::{Inputs, write_events};
 use crate::proto::{dhcp as dhcp_proto, dns as dns_proto, http as http_proto, quic as quic_proto, tls as tls_proto};
 use crate::rules::{load::load, matcher::Rules};
@@ -93,21 +92,7 @@ pub fn tcp_stream(data: &[u8]) {
         let (payload, next) = tail.split_at(len.min(tail.len()));
         rest = next;
         ts += 1;
-        let meta = PacketMeta {
-            ts_ns: ts,
-            clock_ns: ts,
-            pos: Position::default(),
-            key,
-            hash: key.hash64(),
-            reverse: dir,
-            src_mac: None,
-            transport: Transport::Tcp { seq, flags },
-            tunnel: Default::default(),
-            attributable: true,
-            payload_mapped: false,
-            payload_start: 0,
-            payload_len: payload.len() as u32,
-        };
+        let meta = PacketMeta::synthetic(ts, key, dir, None, Transport::Tcp { seq, flags }, payload.len());
         w.process(&meta, payload);
     }
     w.finish();
@@ -191,21 +176,7 @@ pub fn sink(data: &[u8]) {
         let (key, reverse) = FlowKey::new(VlanTags::default(), (a, ports.0), (b, ports.1), 17);
         let reverse = reverse ^ (who & 0x40 != 0);
         ts += 1_000_000;
-        let meta = PacketMeta {
-            ts_ns: ts,
-            clock_ns: ts,
-            pos: Position::default(),
-            key,
-            hash: key.hash64(),
-            reverse,
-            src_mac: Some([2, 0, 0, 0, 0, who]),
-            transport: Transport::Udp,
-            tunnel: Default::default(),
-            attributable: true,
-            payload_mapped: false,
-            payload_start: 0,
-            payload_len: payload.len() as u32,
-        };
+        let meta = PacketMeta::synthetic(ts, key, reverse, Some([2, 0, 0, 0, 0, who]), Transport::Udp, payload.len());
         w.process(&meta, payload);
     }
     w.finish();

@@ -110,6 +110,33 @@ pub struct PacketMeta {
 }
 
 impl PacketMeta {
+    /// A packet as tests, fuzz targets and benchmarks make it: at time `ts_ns` on its own clock,
+    /// not tunnelled, attributable, its payload handed over directly (not through a batch).
+    pub fn synthetic(
+        ts_ns: i64,
+        key: FlowKey,
+        reverse: bool,
+        src_mac: Option<[u8; 6]>,
+        transport: Transport,
+        payload_len: usize,
+    ) -> PacketMeta {
+        PacketMeta {
+            ts_ns,
+            clock_ns: ts_ns,
+            pos: Position::default(),
+            key,
+            hash: key.hash64(),
+            reverse,
+            src_mac,
+            transport,
+            tunnel: TunnelId::NONE,
+            attributable: true,
+            payload_mapped: false,
+            payload_start: 0,
+            payload_len: payload_len as u32,
+        }
+    }
+
     pub fn src(&self) -> (IpAddr, u16) {
         if self.reverse { self.key.b } else { self.key.a }
     }
@@ -1118,21 +1145,7 @@ mod tests {
             ("10.0.0.53".parse().unwrap(), 53),
             proto,
         );
-        PacketMeta {
-            ts_ns: 1,
-            clock_ns: 1,
-            pos: Position::default(),
-            key,
-            hash: key.hash64(),
-            reverse,
-            src_mac: None,
-            transport,
-            tunnel: Default::default(),
-            attributable: true,
-            payload_mapped: false,
-            payload_start: 0,
-            payload_len: 0,
-        }
+        PacketMeta::synthetic(1, key, reverse, None, transport, 0)
     }
 
     fn query(id: u16, name: &str, response: bool) -> Vec<u8> {

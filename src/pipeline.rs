@@ -350,9 +350,7 @@ impl<S: PacketSink> Reader<S> {
                 };
                 // The reassembled datagram may be a tunnel's (GRE, IP-in-IP, VXLAN...): decoding goes on.
                 let inner = decode::decode_reassembled_with(&self.decode_cfg, &f, &datagram);
-                if !matches!(inner, Outcome::Packet(_)) {
-                    self.decap.count(&inner);
-                }
+                self.decap.count_reassembled(&inner, f.tunnels.len());
                 match inner {
                     Outcome::Packet(d) => self.decoded(&d, None, p.ts_ns, pos),
                     Outcome::Malformed(_) => self.stats.malformed += 1,

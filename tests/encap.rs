@@ -178,6 +178,12 @@ fn vxlan_on_another_port_needs_the_option() {
     assert!(!events(&[path, "--vxlan-port", "9999"]).is_empty());
     let o = run(&["analyze", path, "--vxlan-port", "0"]);
     assert_eq!(o.status.code(), Some(2));
+    // Two ports besides 4789 and 8472 fit; a third is refused in one line.
+    let o = run(&["analyze", path, "--vxlan-port", "9999", "--vxlan-port", "9998", "--vxlan-port", "9997"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--vxlan-port: too many ports"), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(!events(&[path, "--vxlan-port", "9999", "--vxlan-port", "9998"]).is_empty());
 }
 
 #[test]

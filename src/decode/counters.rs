@@ -82,9 +82,19 @@ impl DecapCounters {
         }
     }
 
+    /// Counts the outcome of decoding a reassembled datagram, whose fragments' outer layers
+    /// (`counted`) were counted with each fragment.
+    pub fn count_reassembled(&mut self, o: &Decap<'_>, counted: usize) {
+        self.count_from(o, counted);
+    }
+
     #[inline(never)]
     fn count_other(&mut self, o: &Decap<'_>) {
-        for l in o.tunnels() {
+        self.count_from(o, 0);
+    }
+
+    fn count_from(&mut self, o: &Decap<'_>, skip_layers: usize) {
+        for l in o.tunnels().iter().skip(skip_layers) {
             self.layer_packets[l.kind as usize] += 1;
         }
         match o {

@@ -133,6 +133,12 @@ impl Attributor {
         out
     }
 
+    /// One observation of a time-sorted stream (`analyze`): appends to `out` what to keep, as
+    /// [`Attributor::process`] with no hold.
+    pub fn process_one(&mut self, o: Observation, rules: &Arc<Rules>, out: &mut Vec<Observation>) {
+        self.one(o, rules, out);
+    }
+
     /// Live: hands out what was held with a packet time up to `t_ns` (the sink calls it with the
     /// clock minus the hold, so a quiet link does not keep observations back).
     pub fn release_until(&mut self, t_ns: i64, rules: &Arc<Rules>) -> Vec<Observation> {

@@ -5,14 +5,15 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
+use kavwatch::alert::AlertStats;
 use kavwatch::alert::deliver::{Delivery, DeliveryConfig};
 use kavwatch::alert::engine::{AlertEngine, EngineConfig};
 use kavwatch::alert::format::Format;
-use kavwatch::alert::{AlertStats, alert_observations};
 use kavwatch::attribution::{Attributor, IpNet, mark_resolvers};
 use kavwatch::capture::expand_inputs;
 use kavwatch::decode::DecodeConfig;
@@ -26,6 +27,7 @@ use kavwatch::pipeline::{self, Options};
 use kavwatch::proto::name::normalize_name;
 use kavwatch::rules::load::{load, parse_instant};
 use kavwatch::rules::matcher::Rules;
+use kavwatch::spill::{self, Merged, Sorter, SpillArea, SpillError};
 use kavwatch::worker::Limits;
 use kavwatch::worker::contain;
 
@@ -112,10 +114,46 @@ struct AnalyzeArgs {
     /// A DNS resolver of yours (IP or CIDR, repeatable); others are found by seeing them answer.
     #[arg(long = "resolver", value_name = "IP|CIDR", value_parser = parse_net)]
     resolvers: Vec<IpNet>,
+    /// Decoder threads: 1 decodes in the thread that reads; more decode chunks of records side
+    /// by side while framing threads read several inputs at once [default: 1 up to 2 workers,
+    /// else half the workers].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    decoders: Option<u16>,
+    /// Where observations waiting for time order go past --memory-budget [default: the
+    /// system temporary directory]. Nothing is left there by any exit (unnamed files).
+    #[arg(long, value_name = "DIR")]
+    spill_dir: Option<PathBuf>,
+    /// Memory for observations waiting for time order before they spill to disk (e.g. 64M, 1G).
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_size)]
+    memory_budget: u64,
     #[command(flatten)]
     alerts: AlertArgs,
     #[command(flatten)]
     decap: DecapArgs,
+}
+
+/// `64M`, `1G`, `512K` or plain bytes (binary units).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is not a size (e.g. 64M, 1G, 500000)");
+    let (num, mult) = match s.trim().char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(bad()),
+            };
+            (&s.trim()[..i], m)
+        }
+        _ => (s.trim(), 1),
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let v = n.checked_mul(mult).ok_or_else(bad)?;
+    if v < 1 << 10 {
+        return Err(format!("{s:?}: at least 1K"));
+    }
+    Ok(v)
 }
 
 fn parse_net(s: &str) -> Result<IpNet, String> {
@@ -552,6 +590,19 @@ fn start_alerts(a: &AlertArgs, sensor: &str) -> Result<Option<Delivery>> {
     Ok(Some(Delivery::start(&a.urls, &cfg)?))
 }
 
+/// SIGINT and SIGTERM stop reading (the analysis of what was read goes on and is reported);
+/// a second one ends the process at once.
+fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    for (sig, code) in [(SIGINT, 130), (SIGTERM, 143)] {
+        signal_hook::flag::register_conditional_shutdown(sig, code, stop.clone())
+            .context("installing a signal handler")?;
+        signal_hook::flag::register(sig, stop.clone()).context("installing a signal handler")?;
+    }
+    Ok(stop)
+}
+
 fn parse_cutoff(s: Option<&str>) -> Result<Option<i64>> {
     s.map(|s| {
         parse_instant(s)
@@ -575,46 +626,88 @@ fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     let delivery = start_alerts(&a.alerts, &sensor)?;
     let workers =
         a.workers.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let spill = SpillArea::new(a.spill_dir.clone().unwrap_or_else(std::env::temp_dir));
+    // A directory the spill cannot use fails now, not an hour into the run.
+    tempfile::tempfile_in(spill.dir())
+        .map_err(|e| anyhow::anyhow!(SpillError { dir: spill.dir().into(), source: e }))?;
+    let budget = usize::try_from(a.memory_budget).unwrap_or(usize::MAX);
+    let stop = stop_on_signals()?;
+    let decoders = a.decoders.map(usize::from).unwrap_or(if workers <= 2 { 1 } else { workers / 2 });
     let opts = Options {
         workers,
+        decoders,
         limits: Limits { max_flows: a.max_flows.max(1024), ..Limits::default() },
         progress: !a.quiet,
         decode: a.decap.config()?,
+        spill: spill.clone(),
+        memory_budget: budget,
+        stop,
     };
     let mut analysis = pipeline::run(&inputs, rules.clone(), &opts);
-    // Connections that named nothing: a DNS answer to the same client may.
+    // Connections that named nothing: a DNS answer to the same client may. In time order, as
+    // the workers' observations come out of the merge.
     let mut attributor = Attributor::default();
     attributor.set_configured(a.resolvers.clone());
-    analysis.observations = attributor.process(std::mem::take(&mut analysis.observations), &rules, 0);
-    analysis.observations.extend(attributor.finish(&rules));
-    // Security Center contacts wait for their pair's pattern: back into time order.
-    analysis.observations.sort_by_key(|o| o.sort_key());
-    analysis.stats.observations = analysis.observations.len() as u64;
+    // Security Center contacts wait for their pair's pattern: sorted again.
+    let mut kept = Sorter::new(spill.clone(), budget);
+    let mut out = Vec::new();
+    for o in std::mem::replace(&mut analysis.observations, Merged::empty(spill.clone())) {
+        attributor.process_one(o, &rules, &mut out);
+        out.drain(..).for_each(|o| kept.push(o));
+    }
+    attributor.finish(&rules).into_iter().for_each(|o| kept.push(o));
+    analysis.stats.observations = kept.len();
+    let input_names: Vec<String> = analysis.inputs.iter().map(|i| i.path.clone()).collect();
+    let mut engine = delivery.as_ref().map(|_| {
+        AlertEngine::new(EngineConfig {
+            interval_ns: a.alerts.alert_interval.as_nanos().min(i64::MAX as u128) as i64,
+            alert_all: a.alerts.alert_all,
+            sensor: sensor.clone(),
+            cutoff_override,
+        })
+    });
+    // One pass over the sorted observations: host table, events and alerts.
     let mut table = HostTable::new(usize::MAX);
-    for o in &analysis.observations {
-        table.add(o, &rules, cutoff_override);
+    for o in spill::merge(vec![kept], spill.clone()) {
+        table.add(&o, &rules, cutoff_override);
+        if let Some(out) = events_out.as_mut() {
+            write_events(out, std::slice::from_ref(&o), &rules, Inputs::Files(&input_names), cutoff_override)
+                .context("writing events")?;
+        }
+        if let (Some(engine), Some(delivery)) = (engine.as_mut(), delivery.as_ref())
+            && let Some(mut alert) = engine.observe(&o, &rules)
+        {
+            alert.evidence.input = input_names.get(o.pos.input as usize).cloned();
+            delivery.send(&alert);
+        }
+    }
+    if let Some(out) = events_out.as_mut() {
+        out.flush().context("writing events")?;
+    }
+    drop(events_out);
+    if let Some(e) = spill.error()
+        && !analysis.errors.iter().any(|x| x.starts_with(&e))
+    {
+        analysis.errors.push(e);
+    }
+    let spilled = spill.runs.load(Ordering::Relaxed);
+    if spilled > 0 && !a.quiet {
+        eprintln!(
+            "kavwatch: {} observations waited on disk in {} ({:.1} MB in {spilled} sorted runs)",
+            spill.items.load(Ordering::Relaxed),
+            spill.dir().display(),
+            spill.bytes.load(Ordering::Relaxed) as f64 / 1e6
+        );
     }
     let mut hosts = table.hosts();
     mark_resolvers(&mut hosts, &attributor);
-    let input_names: Vec<String> = analysis.inputs.iter().map(|i| i.path.clone()).collect();
-    if let Some(out) = events_out.as_mut() {
-        write_events(out, &analysis.observations, &rules, Inputs::Files(&input_names), cutoff_override)
-            .context("writing events")?;
-    }
-    drop(events_out);
     let mut report = Report::build(&RunInfo::of(&analysis), &hosts, &table.timeline, &rules, cutoff_ns, &sensor);
     report.stats["attribution"] = serde_json::to_value(&attributor.stats).expect("stats serialise");
     report.stats["ksc"] = serde_json::to_value(&attributor.ksc.stats).expect("stats serialise");
     report.stats["dhcp"] = serde_json::to_value(&attributor.leases.stats).expect("stats serialise");
     let mut alerts_undelivered = false;
-    if let Some(delivery) = delivery {
-        let mut engine = AlertEngine::new(EngineConfig {
-            interval_ns: a.alerts.alert_interval.as_nanos().min(i64::MAX as u128) as i64,
-            alert_all: a.alerts.alert_all,
-            sensor: sensor.clone(),
-            cutoff_override,
-        });
-        alert_observations(&mut engine, &delivery, &analysis.observations, &rules, &input_names);
+    if let (Some(delivery), Some(mut engine)) = (delivery, engine) {
+        engine.finish();
         let dests = delivery.finish();
         if !a.quiet {
             eprintln!("kavwatch: {}", kavwatch::alert::summary_line(&engine.stats, &dests));
@@ -658,6 +751,13 @@ fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     std::mem::forget(rules);
     for e in &analysis.errors {
         eprintln!("kavwatch: {}", e.replace('\n', " "));
+    }
+    if analysis.interrupted {
+        eprintln!(
+            "kavwatch: interrupted: the report covers the {} packets read before the signal",
+            analysis.stats.packets
+        );
+        return Ok(ExitCode::from(130));
     }
     if !analysis.errors.is_empty() {
         return Ok(ExitCode::from(2));

@@ -22,4 +22,5 @@ pub mod output;
 pub mod pipeline;
 pub mod proto;
 pub mod rules;
+pub mod spill;
 pub mod worker;

@@ -30,7 +30,7 @@ impl Via {
 }
 
 /// Where a packet came from: input file and packet number in it, and its place in the whole run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Position {
     /// Index over all packets of all inputs, in reading order.
     pub seq: u64,
@@ -39,7 +39,7 @@ pub struct Position {
     pub packet: u64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DnsAnswer {
     pub name: String,
     pub rtype: u16,
@@ -48,7 +48,7 @@ pub struct DnsAnswer {
     pub ttl: u32,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DnsDetail {
     pub id: u16,
     pub qtype: u16,
@@ -59,7 +59,7 @@ pub struct DnsDetail {
     pub response_only: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TlsDetail {
     pub versions: Vec<u16>,
     pub alpn: Vec<String>,
@@ -87,7 +87,7 @@ impl TlsDetail {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HttpDetail {
     pub method: String,
     pub path: String,
@@ -96,7 +96,7 @@ pub struct HttpDetail {
 }
 
 /// What a Kaspersky Security Center port showed (see `ksc`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum KscContact {
     /// A TCP connection to the server's port carrying a TLS ClientHello.
     Tls,
@@ -119,7 +119,7 @@ impl KscContact {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct KscDetail {
     pub contact: KscContact,
     /// The Administration Server (or KSN proxy) and the agent: the observation's `host` is the agent.
@@ -130,7 +130,7 @@ pub struct KscDetail {
 }
 
 /// A DHCP message's identity facts (see `dhcp_leases`): consumed by the sink, never an event.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DhcpDetail {
     /// DHCPv4 ACK / DHCPv6 REPLY with an address: the lease.
     pub ack: bool,
@@ -144,7 +144,7 @@ pub struct DhcpDetail {
     pub lease_secs: Option<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Detail {
     Dns(DnsDetail),
     Tls(TlsDetail),
@@ -154,7 +154,7 @@ pub enum Detail {
 }
 
 /// How the observation's name was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Attribution {
     /// In the packet itself (DNS question, SNI, Host).
     #[default]
@@ -184,7 +184,7 @@ impl Attribution {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Observation {
     pub ts_ns: i64,
     pub pos: Position,
@@ -286,5 +286,52 @@ impl Observation {
     /// The order of events in every output: packet time, then input position.
     pub fn sort_key(&self) -> (i64, Position) {
         (self.ts_ns, self.pos)
+    }
+}
+
+fn string_bytes(s: &str) -> usize {
+    s.len() + ALLOCATION
+}
+
+/// What an allocation costs besides its bytes (the allocator's header, rounding).
+const ALLOCATION: usize = 16;
+
+impl crate::spill::Spill for Observation {
+    type Key = (i64, Position);
+
+    fn key(&self) -> (i64, Position) {
+        self.sort_key()
+    }
+
+    fn mem_bytes(&self) -> usize {
+        let opt = |s: &Option<String>| s.as_deref().map_or(0, string_bytes);
+        let detail = match &self.detail {
+            Detail::Dns(d) => {
+                d.answers
+                    .iter()
+                    .map(|a| std::mem::size_of::<DnsAnswer>() + string_bytes(&a.name) + string_bytes(&a.data))
+                    .sum::<usize>()
+                    + ALLOCATION
+            }
+            Detail::Tls(t) => {
+                t.versions.len() * 2
+                    + t.alpn.iter().map(|a| string_bytes(a) + 24).sum::<usize>()
+                    + string_bytes(&t.ja4)
+                    + string_bytes(&t.ja3)
+                    + string_bytes(&t.ja3_full)
+                    + t.unfingerprinted.as_ref().map_or(0, |c| c.mem_bytes())
+                    + 2 * ALLOCATION
+            }
+            Detail::Http(h) => {
+                string_bytes(&h.method) + string_bytes(&h.path) + string_bytes(&h.version) + opt(&h.user_agent)
+            }
+            Detail::Ksc(_) => 0,
+            Detail::Dhcp(d) => opt(&d.hostname),
+        };
+        std::mem::size_of::<Observation>()
+            + string_bytes(&self.domain)
+            + opt(&self.wire_name)
+            + opt(&self.hostname)
+            + detail
     }
 }

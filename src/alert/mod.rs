@@ -102,10 +102,8 @@ pub mod spool;
 
 use std::collections::BTreeMap;
 
-use crate::observation::Observation;
-use crate::rules::matcher::Rules;
-use deliver::{Delivery, DestStats};
-use engine::{AlertEngine, EngineStats};
+use deliver::DestStats;
+use engine::EngineStats;
 
 /// The report's `stats.alerts`.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -126,22 +124,4 @@ pub fn summary_line(engine: &EngineStats, dests: &[DestStats]) -> String {
         ));
     }
     s
-}
-
-/// Runs the alert engine over a finished analysis (observations in time order) and queues each
-/// alert for every destination. `inputs` names the capture files, for the evidence.
-pub fn alert_observations(
-    engine: &mut AlertEngine,
-    delivery: &Delivery,
-    observations: &[Observation],
-    rules: &Rules,
-    inputs: &[String],
-) {
-    for o in observations {
-        if let Some(mut a) = engine.observe(o, rules) {
-            a.evidence.input = inputs.get(o.pos.input as usize).cloned();
-            delivery.send(&a);
-        }
-    }
-    engine.finish();
 }

@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::{Mmap, UncheckedAdvice};
 
@@ -23,8 +24,8 @@ const MAX_BLOCK: u32 = 16 * 1024 * 1024;
 const READ_CHUNK: usize = 4 * 1024 * 1024;
 /// A mapped file's pages are released in steps of this many bytes...
 const RELEASE_EVERY: usize = 2 * 1024 * 1024;
-/// ...this far behind the reader, so that pages workers still read from queued batches
-/// (a few MB at most) are not released under them and faulted back in for good.
+/// ...this far behind the reader, so that pages that decoders and workers still read from
+/// queued chunks and batches (a few MB at most) are not released under them and faulted back in.
 const RELEASE_LAG: usize = 8 * 1024 * 1024;
 /// How far ahead of the reader cache lines are prefetched.
 const PREFETCH_DISTANCE: usize = 4096;
@@ -93,6 +94,8 @@ enum Format {
 pub struct CaptureReader {
     name: String,
     src: Box<dyn Read + Send>,
+    /// Bytes read from the source (compressed bytes for gzip), for progress.
+    source_read: Arc<AtomicU64>,
     buf: Vec<u8>,
     /// Regular files are read through a mapping instead of `src`/`buf`.
     map: Option<Arc<Mmap>>,
@@ -124,6 +127,20 @@ fn u32_at(b: &[u8], big: bool) -> u32 {
     if big { u32::from_be_bytes(a) } else { u32::from_le_bytes(a) }
 }
 
+/// Counts what is read through it.
+struct Counting {
+    inner: Box<dyn Read + Send>,
+    read: Arc<AtomicU64>,
+}
+
+impl Read for Counting {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
 const PCAPNG_SHB: u32 = 0x0A0D_0D0A;
 
 impl CaptureReader {
@@ -152,6 +169,7 @@ impl CaptureReader {
         let mut r = CaptureReader {
             name,
             src: Box::new(io::empty()),
+            source_read: Arc::default(),
             buf: Vec::new(),
             map: Some(map),
             released: 0,
@@ -217,9 +235,12 @@ impl CaptureReader {
     }
 
     pub fn from_reader(name: String, src: Box<dyn Read + Send>) -> Result<CaptureReader, CaptureError> {
+        let source_read = Arc::new(AtomicU64::new(0));
+        let src = Box::new(Counting { inner: src, read: source_read.clone() });
         let mut r = CaptureReader {
             name,
             src,
+            source_read,
             buf: vec![0; READ_CHUNK],
             map: None,
             released: 0,
@@ -258,6 +279,15 @@ impl CaptureReader {
     /// Packets returned so far.
     pub fn packets(&self) -> u64 {
         self.packets
+    }
+
+    /// Bytes of the input file consumed so far: the offset for a mapped file, the bytes read
+    /// from the file (compressed ones for gzip) otherwise.
+    pub fn source_offset(&self) -> u64 {
+        match self.map {
+            Some(_) => self.offset(),
+            None => self.source_read.load(Ordering::Relaxed),
+        }
     }
 
     /// Byte offset of the next unread byte.

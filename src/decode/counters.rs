@@ -62,6 +62,18 @@ fn bump<K: std::hash::Hash + Eq>(m: &mut FxHashMap<K, u64>, k: K) -> bool {
     true
 }
 
+fn bump_by<K: std::hash::Hash + Eq>(m: &mut FxHashMap<K, u64>, k: K, n: u64) -> bool {
+    if let Some(c) = m.get_mut(&k) {
+        *c += n;
+        return true;
+    }
+    if m.len() >= CAUSES_MAX {
+        return false;
+    }
+    m.insert(k, n);
+    true
+}
+
 fn top(mut v: Vec<(String, u64)>, other: u64) -> BTreeMap<String, u64> {
     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let rest: u64 = v.iter().skip(TOP).map(|(_, n)| n).sum::<u64>() + other;
@@ -123,6 +135,35 @@ impl DecapCounters {
         }
         if !cause.benign() {
             self.undecoded += 1;
+        }
+    }
+
+    /// Adds another thread's counters (causes past the maps' bound go to `other`, as counting does).
+    pub fn add(&mut self, o: &DecapCounters) {
+        for (a, b) in self.layer_packets.iter_mut().zip(o.layer_packets) {
+            *a += b;
+        }
+        for (a, b) in self.layer_malformed.iter_mut().zip(o.layer_malformed) {
+            *a += b;
+        }
+        self.too_deep += o.too_deep;
+        self.undecoded += o.undecoded;
+        self.other.0 += o.other.0;
+        self.other.1 += o.other.1;
+        // Sorted, so that which causes fit does not depend on hash order.
+        let mut skips: Vec<_> = o.skip_causes.iter().collect();
+        skips.sort_by_key(|(c, _)| format!("{c:?}"));
+        for (c, n) in skips {
+            if !bump_by(&mut self.skip_causes, *c, *n) {
+                self.other.0 += n;
+            }
+        }
+        let mut malformed: Vec<_> = o.malformed_causes.iter().collect();
+        malformed.sort_by_key(|(c, _)| format!("{c:?}"));
+        for (c, n) in malformed {
+            if !bump_by(&mut self.malformed_causes, *c, *n) {
+                self.other.1 += n;
+            }
         }
     }
 

@@ -18,7 +18,7 @@ pub const MAX_STACKS: usize = 65_536;
 /// Stacks a reader's cache holds before it starts over.
 const LOCAL_MAX: usize = 1024;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct TunnelId(u32);
 
 impl TunnelId {

@@ -32,7 +32,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 /// Up to three VLAN ids, outer first (802.1Q / 802.1ad QinQ), plus the overlay id (VXLAN or
 /// Geneve VNI, GRE key) when [`DecodeConfig::split_by_overlay`] asks for one.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct VlanTags {
     ids: [u16; 3],
     len: u8,

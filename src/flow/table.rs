@@ -4,13 +4,54 @@
 //! current one becomes previous. O(1) per packet, no per-entry timers, at most twice the
 //! generation size in memory.
 
-use rustc_hash::FxHashMap;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use super::FlowKey;
 
+/// A key with its hash, computed once per look-up rather than once per probe of each map.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Hashed {
+    hash: u64,
+    key: FlowKey,
+}
+
+impl Hashed {
+    fn of(key: &FlowKey) -> Hashed {
+        Hashed { hash: key.hash64(), key: *key }
+    }
+}
+
+impl Hash for Hashed {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// Hands the precomputed hash through.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (see `Hashed`); fold anything else in all the same.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type Map<V> = HashMap<Hashed, V, BuildHasherDefault<PassThrough>>;
+
 pub struct FlowTable<V> {
-    cur: FxHashMap<FlowKey, V>,
-    old: FxHashMap<FlowKey, V>,
+    cur: Map<V>,
+    old: Map<V>,
     gen_cap: usize,
     idle_ns: i64,
     turned_at: i64,
@@ -24,8 +65,8 @@ impl<V> FlowTable<V> {
     /// `max_flows` bounds the entries held; idle flows go after `idle_ns` to twice that.
     pub fn new(max_flows: usize, idle_ns: i64) -> FlowTable<V> {
         FlowTable {
-            cur: FxHashMap::default(),
-            old: FxHashMap::default(),
+            cur: Map::default(),
+            old: Map::default(),
             gen_cap: (max_flows / 2).max(1),
             idle_ns,
             turned_at: i64::MIN,
@@ -64,13 +105,13 @@ impl<V> FlowTable<V> {
             self.expired += n;
         }
         for (k, v) in old {
-            dropped(k, v);
+            dropped(k.key, v);
         }
         if windows >= 2 {
             // Two windows without a turn: the flows just moved are idle too.
             self.expired += self.old.len() as u64;
             for (k, v) in std::mem::take(&mut self.old) {
-                dropped(k, v);
+                dropped(k.key, v);
             }
         }
         if windows >= 1 {
@@ -80,30 +121,33 @@ impl<V> FlowTable<V> {
 
     /// Looks a flow up, moving it to the current generation.
     pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut V> {
-        if !self.cur.contains_key(key) {
-            let v = self.old.remove(key)?;
-            self.cur.insert(*key, v);
+        let k = Hashed::of(key);
+        if !self.cur.contains_key(&k) {
+            let v = self.old.remove(&k)?;
+            self.cur.insert(k, v);
         }
-        self.cur.get_mut(key)
+        self.cur.get_mut(&k)
     }
 
     pub fn insert(&mut self, key: FlowKey, v: V) -> &mut V {
-        self.old.remove(&key);
-        self.cur.entry(key).insert_entry(v).into_mut()
+        let k = Hashed::of(&key);
+        self.old.remove(&k);
+        self.cur.entry(k).insert_entry(v).into_mut()
     }
 
     pub fn remove(&mut self, key: &FlowKey) -> Option<V> {
-        self.cur.remove(key).or_else(|| self.old.remove(key))
+        let k = Hashed::of(key);
+        self.cur.remove(&k).or_else(|| self.old.remove(&k))
     }
 
     /// Flows least recently used first: the previous generation, then the current one.
     pub fn iter_mut_oldest_first(&mut self) -> impl Iterator<Item = (&FlowKey, &mut V)> {
-        self.old.iter_mut().chain(self.cur.iter_mut())
+        self.old.iter_mut().chain(self.cur.iter_mut()).map(|(k, v)| (&k.key, v))
     }
 
     /// Empties the table at the end of the input.
     pub fn drain(&mut self) -> impl Iterator<Item = (FlowKey, V)> + '_ {
-        self.cur.drain().chain(self.old.drain())
+        self.cur.drain().chain(self.old.drain()).map(|(k, v)| (k.key, v))
     }
 }
 

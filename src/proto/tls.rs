@@ -24,7 +24,7 @@ const EXT_ALPN: u16 = 0x0010;
 const EXT_SUPPORTED_VERSIONS: u16 = 0x002b;
 const EXT_ECH: u16 = 0xfe0d;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClientHello {
     pub sni: Option<String>,
     pub legacy_version: u16,
@@ -40,7 +40,7 @@ pub struct ClientHello {
     ja4_parts: Ja4Parts,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 struct Ja4Parts {
     ciphers: Vec<u16>,
     extensions: Vec<u16>,
@@ -53,6 +53,19 @@ struct Ja4Parts {
 }
 
 impl ClientHello {
+    /// Bytes it holds in memory (an estimate, for the spill budget).
+    pub fn mem_bytes(&self) -> usize {
+        let p = &self.ja4_parts;
+        std::mem::size_of::<ClientHello>()
+            + self.sni.as_ref().map_or(0, |s| s.len() + 16)
+            + self.supported_versions.len() * 2
+            + self.alpn.iter().map(|a| a.len() + 40).sum::<usize>()
+            + (p.ciphers.len() + p.extensions.len() + p.sigalgs.len() + p.groups.len()) * 2
+            + p.point_formats.len()
+            + p.first_alpn.as_ref().map_or(0, |a| a.len() + 16)
+            + 7 * 16
+    }
+
     /// JA4 (FoxIO) for TLS over TCP: `t13d1516h2_<ciphers>_<extensions>`.
     pub fn ja4(&self) -> String {
         let p = &self.ja4_parts;

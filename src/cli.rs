@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -124,7 +124,7 @@ struct AnalyzeArgs {
     #[arg(long, value_name = "DIR")]
     spill_dir: Option<PathBuf>,
     /// Memory for observations waiting for time order before they spill to disk (e.g. 64M, 1G).
-    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", default_value = "32M", value_parser = parse_size)]
     memory_budget: u64,
     #[command(flatten)]
     alerts: AlertArgs,
@@ -592,15 +592,18 @@ fn start_alerts(a: &AlertArgs, sensor: &str) -> Result<Option<Delivery>> {
 
 /// SIGINT and SIGTERM stop reading (the analysis of what was read goes on and is reported);
 /// a second one ends the process at once.
-fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+/// Returns the stop flag and the signal that set it.
+fn stop_on_signals() -> Result<(Arc<AtomicBool>, Arc<AtomicUsize>)> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let stop = Arc::new(AtomicBool::new(false));
+    let which = Arc::new(AtomicUsize::new(0));
     for (sig, code) in [(SIGINT, 130), (SIGTERM, 143)] {
-        signal_hook::flag::register_conditional_shutdown(sig, code, stop.clone())
-            .context("installing a signal handler")?;
-        signal_hook::flag::register(sig, stop.clone()).context("installing a signal handler")?;
+        let installed = signal_hook::flag::register_conditional_shutdown(sig, code, stop.clone())
+            .and_then(|_| signal_hook::flag::register_usize(sig, which.clone(), sig as usize))
+            .and_then(|_| signal_hook::flag::register(sig, stop.clone()));
+        installed.context("installing a signal handler")?;
     }
-    Ok(stop)
+    Ok((stop, which))
 }
 
 fn parse_cutoff(s: Option<&str>) -> Result<Option<i64>> {
@@ -631,7 +634,7 @@ fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     tempfile::tempfile_in(spill.dir())
         .map_err(|e| anyhow::anyhow!(SpillError { dir: spill.dir().into(), source: e }))?;
     let budget = usize::try_from(a.memory_budget).unwrap_or(usize::MAX);
-    let stop = stop_on_signals()?;
+    let (stop, signal) = stop_on_signals()?;
     let decoders = a.decoders.map(usize::from).unwrap_or(if workers <= 2 { 1 } else { workers / 2 });
     let opts = Options {
         workers,
@@ -753,11 +756,12 @@ fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
         eprintln!("kavwatch: {}", e.replace('\n', " "));
     }
     if analysis.interrupted {
+        let signal = signal.load(Ordering::Relaxed);
         eprintln!(
-            "kavwatch: interrupted: the report covers the {} packets read before the signal",
+            "kavwatch: interrupted by signal {signal}: the report covers the {} packets read before it",
             analysis.stats.packets
         );
-        return Ok(ExitCode::from(130));
+        return Ok(ExitCode::from(128u8.saturating_add(signal as u8)));
     }
     if !analysis.errors.is_empty() {
         return Ok(ExitCode::from(2));

@@ -141,6 +141,82 @@ impl Read for Counting {
     }
 }
 
+/// Decompresses on a thread of its own, a few blocks ahead of the reader: gzip costs more per
+/// byte than decoding, and the reader's thread has its own work.
+struct Inflating {
+    blocks: crossbeam_channel::Receiver<io::Result<Vec<u8>>>,
+    block: Vec<u8>,
+    at: usize,
+}
+
+/// Decompressed bytes per block, and blocks queued ahead.
+const INFLATE_BLOCK: usize = 1 << 20;
+const INFLATE_AHEAD: usize = 4;
+
+impl Inflating {
+    fn spawn(name: &str, mut src: Box<dyn Read + Send>) -> Inflating {
+        let (tx, rx) = crossbeam_channel::bounded(INFLATE_AHEAD);
+        let spawned = std::thread::Builder::new().name(format!("kavwatch-gunzip-{name}")).spawn(move || {
+            loop {
+                let mut block = vec![0u8; INFLATE_BLOCK];
+                let mut len = 0;
+                let result = loop {
+                    match src.read(&mut block[len..]) {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => {
+                            len += n;
+                            if len == block.len() {
+                                break Ok(());
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                block.truncate(len);
+                let end = len < INFLATE_BLOCK;
+                // The reader gone (it stopped early): nothing more to do.
+                if len > 0 && tx.send(Ok(block)).is_err() {
+                    return;
+                }
+                if let Err(e) = result {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+                if end {
+                    return;
+                }
+            }
+        });
+        let blocks = match spawned {
+            Ok(_) => rx,
+            Err(e) => {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                let _ = tx.send(Err(e));
+                rx
+            }
+        };
+        Inflating { blocks, block: Vec::new(), at: 0 }
+    }
+}
+
+impl Read for Inflating {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.block.len() {
+            match self.blocks.recv() {
+                Ok(Ok(b)) => (self.block, self.at) = (b, 0),
+                Ok(Err(e)) => return Err(e),
+                // The end of the stream.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.block.len() - self.at);
+        buf[..n].copy_from_slice(&self.block[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
 const PCAPNG_SHB: u32 = 0x0A0D_0D0A;
 
 impl CaptureReader {
@@ -260,7 +336,7 @@ impl CaptureReader {
             let head = r.buf[..r.end].to_vec();
             let src = std::mem::replace(&mut r.src, Box::new(io::empty()));
             let gz = flate2::read::MultiGzDecoder::new(io::Cursor::new(head).chain(src));
-            r.src = Box::new(gz);
+            r.src = Box::new(Inflating::spawn(&r.name, Box::new(gz)));
             r.start = 0;
             r.end = 0;
             r.eof = false;

@@ -14,12 +14,20 @@ the (client, domain, via) detections equal the workload's truth file exactly.
     python3 benches/line_rate.py --dense               # same traffic squeezed into ~1 s
     python3 benches/line_rate.py --wrap vxlan,erspan3  # also the workload in VXLAN and in ERSPAN III
                                                        # (captures/encap.py), with the ratio to plain
+    python3 benches/line_rate.py --kaspersky-rate 1.0 --packets 20000000 --workers 2 --runs 1
+                                                       # dense: every connection Kaspersky's; peak RSS
+                                                       # against the observation count
+    python3 benches/line_rate.py --split 4             # also the workload cut into a directory of 4
+                                                       # files, against tcpdump reading them in turn
+    python3 benches/line_rate.py --stages              # each stage's rate on one thread, and the
+                                                       # estimate for 4, 8 and 16 cores
 Standard library only. Never run from the tests: timings are not asserted anywhere.
 """
 
 import argparse
 import collections
 import json
+import math
 import os
 import shutil
 import statistics
@@ -66,16 +74,24 @@ def main():
     ap.add_argument("--dir", default=os.environ.get("KAVWATCH_BENCH_DIR", "/tmp/kavwatch-bench"))
     ap.add_argument("--rules", help="rules file for kavwatch (default: shipped)")
     ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--decoders", default="", help="also these --decoders values (with each --workers)")
+    ap.add_argument("--kaspersky-rate", type=float, help="the generator's --kaspersky-rate (1.0: dense)")
+    ap.add_argument("--split", type=int, default=0, help="also the workload as a directory of this many files")
+    ap.add_argument("--stages", action="store_true", help="per-stage rates and the scaling estimate")
     ap.add_argument("--wrap", default="", help="also run on the workload wrapped in these captures/encap.py kinds")
     args = ap.parse_args()
 
     os.makedirs(args.dir, exist_ok=True)
     tag = f"{args.packets}-s{args.seed}" + ("-dense" if args.dense else "")
+    if args.kaspersky_rate is not None:
+        tag += f"-k{args.kaspersky_rate:g}"
     pcap = os.path.join(args.dir, f"bench-{tag}.pcap")
     if not (os.path.exists(pcap) and os.path.exists(pcap + ".truth.json")):
         gen = [sys.executable, GEN, "--packets", str(args.packets), "--seed", str(args.seed), "--out", pcap]
         if args.dense:
             gen += ["--start", "2024-10-01T12:00:00", "--end", "2024-10-01T12:00:01"]
+        if args.kaspersky_rate is not None:
+            gen += ["--kaspersky-rate", str(args.kaspersky_rate), "--jobs", str(os.cpu_count() or 1)]
         print("generating:", " ".join(gen), flush=True)
         subprocess.run(gen, check=True)
     truth = json.load(open(pcap + ".truth.json"))
@@ -96,44 +112,65 @@ def main():
     events_of = {}
     if tcpdump:
         cmds["tcpdump -r FILE -w /dev/null"] = [tcpdump, "-r", pcap, "-w", "/dev/null"]
+    if args.split:
+        split_dir = os.path.join(args.dir, f"bench-{tag}-split{args.split}")
+        if not os.path.isdir(split_dir):
+            split_pcap(pcap, split_dir, args.split)
+        inputs[f" (dir of {args.split})"] = split_dir
+        if tcpdump:
+            parts = " ".join(sorted(os.path.join(split_dir, f) for f in os.listdir(split_dir)))
+            cmds[f"tcpdump on the {args.split} files in turn (dir of {args.split})"] = [
+                "sh", "-c", f"for f in {parts}; do {tcpdump} -r $f -w /dev/null 2>/dev/null; done"]
     for suffix, path in inputs.items():
         for w in args.workers.split(","):
-            ev = events if not suffix else os.path.join(args.dir, f"events-{tag}-{suffix.strip(' ()')}.json")
-            c = [kav, "analyze", path, "--workers", w, "--events", ev, "-q"]
-            if args.rules:
-                c += ["--rules", args.rules]
-            cmds[f"kavwatch --workers {w}{suffix}"] = c
-            events_of[suffix] = ev
+            for dec in [""] + [d for d in args.decoders.split(",") if d]:
+                ev = events if not suffix else os.path.join(args.dir, f"events-{tag}-{suffix.strip(' ()').replace(' ', '-')}.json")
+                c = [kav, "analyze", path, "--workers", w, "--events", ev, "-q"]
+                if dec:
+                    c += ["--decoders", dec]
+                if args.rules:
+                    c += ["--rules", args.rules]
+                cmds[f"kavwatch --workers {w}{' --decoders ' + dec if dec else ''}{suffix}"] = c
+                events_of[suffix] = ev
 
     # Warm the page cache, then alternate the commands run by run.
     for path in inputs.values():
-        with open(path, "rb") as f:
-            while f.read(1 << 24):
-                pass
+        for p in [os.path.join(path, f) for f in os.listdir(path)] if os.path.isdir(path) else [path]:
+            with open(p, "rb") as f:
+                while f.read(1 << 24):
+                    pass
     results = collections.defaultdict(list)
     for _ in range(args.runs):
         for name, cmd in cmds.items():
             results[name].append(run_once(cmd))
 
     print(f"\nworkload: {pcap}: {packets} packets, {size_bytes} bytes, {os.cpu_count()} cores, {args.runs} runs each (medians)")
-    print(f"{'command':32} {'wall s':>8} {'Mpps':>7} {'Gbit/s':>7} {'ratio':>6} {'peak RSS MB':>12}")
-    floor = None
+    print(f"{'command':52} {'wall s':>8} {'Mpps':>7} {'Gbit/s':>7} {'ratio':>6} {'peak RSS MB':>12} {'observations':>12}")
+    floor = {}
     plain = {}
     for name, rs in results.items():
         wall = statistics.median(r[0] for r in rs)
         rss = statistics.median(r[1] for r in rs)
         mpps = packets / wall / 1e6
         gbps = size_bytes * 8 / wall / 1e9
+        suffix = name[name.index(" ("):] if " (" in name else ""
         if name.startswith("tcpdump"):
-            floor = mpps
-        ratio = f"{mpps / floor:.2f}" if floor else "-"
+            floor[suffix] = mpps
+        ratio = f"{mpps / floor[suffix]:.2f}" if suffix in floor else "-"
         base = name.split(" (")[0]
         vs_plain = ""
         if " (" in name and base in plain:
             vs_plain = f"  {mpps / plain[base]:.2f}x the plain workload's rate"
-        else:
+        elif not name.startswith("tcpdump"):
             plain[name] = mpps
-        print(f"{name:40} {wall:8.3f} {mpps:7.2f} {gbps:7.2f} {ratio:>6} {rss:12.1f}{vs_plain}")
+        obs = "-"
+        if name.startswith("kavwatch"):
+            with open(cmds[name][cmds[name].index("--events") + 1]) as f:
+                obs = sum(1 for _ in f)
+        print(f"{name:52} {wall:8.3f} {mpps:7.2f} {gbps:7.2f} {ratio:>6} {rss:12.1f} {obs:>12}")
+
+    if args.stages:
+        stages(pcap, args.rules)
 
     # Detections: the last kavwatch run's events against the truth file (wrapped or not).
     want = collections.Counter({(r["client_ip"], r["domain"], r["via"]): r["count"] for r in truth["kaspersky"]})
@@ -141,6 +178,53 @@ def main():
     for suffix, ev in events_of.items():
         bad |= check_detections(want, detections(ev), suffix or " (plain)")
     return bad
+
+
+def split_pcap(pcap, out_dir, n):
+    """Cuts a classic pcap into n files of about equal packet counts (rotated captures)."""
+    os.makedirs(out_dir)
+    with open(pcap, "rb") as f:
+        header = f.read(24)
+        big = header[:4] == b"\xa1\xb2\xc3\xd4"
+        records = []
+        while True:
+            h = f.read(16)
+            if len(h) < 16:
+                break
+            caplen = int.from_bytes(h[8:12], "big" if big else "little")
+            records.append(h + f.read(caplen))
+    per = (len(records) + n - 1) // n
+    for i in range(n):
+        with open(os.path.join(out_dir, f"part-{i:02}.pcap"), "wb") as out:
+            out.write(header)
+            out.writelines(records[i * per:(i + 1) * per])
+
+
+def stages(pcap, rules):
+    """Each stage's rate on one thread (benches/stages.rs), and what they give on more cores."""
+    cmd = ["cargo", "bench", "--quiet", "--bench", "stages", "--", pcap] + ([rules] if rules else [])
+    runs = [json.loads(subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout) for _ in range(3)]
+    t = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    packets = t["packets"]
+    rate = {s: packets / t[f"{s}_s"] / 1e6 for s in ("framing", "decoding", "sequencing", "worker")}
+    print(f"\nstages on one thread (median of 3; {packets} packets, {t['passed_on']} passed on to workers, "
+          f"{t['observations']} observations):")
+    for s, r in rate.items():
+        print(f"  {s:11} {r:8.2f} Mpps   {1000 / r:6.1f} ns per packet")
+    print(f"  {'sink':11} {t['sink_s']:8.3f} s for {t['observations']} observations")
+    # On c cores: framing and sequencing are one thread each (inputs are analysed in their
+    # order), so neither can go past its own rate; everything together cannot use more than
+    # the c cores. Decoders and workers are as many as their share of that takes.
+    cost = {s: 1 / r for s, r in rate.items()}  # microseconds per packet
+    print("\nestimate for c cores: min(framing, sequencing, c / all stages' cost per packet):")
+    for cores in (2, 4, 8, 16):
+        limits = {"framing": rate["framing"], "sequencing": rate["sequencing"],
+                  "cores (decoders + workers)": cores / sum(cost.values())}
+        limit = min(limits, key=limits.get)
+        mpps = limits[limit]
+        dec = max(1, math.ceil(mpps * cost["decoding"]))
+        wrk = max(1, math.ceil(mpps * cost["worker"]))
+        print(f"  {cores:2} cores: {mpps:6.2f} Mpps   limit: {limit:27} --decoders {dec} --workers {wrk}")
 
 
 def check_detections(want, got, label):

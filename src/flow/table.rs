@@ -16,12 +16,6 @@ struct Hashed {
     key: FlowKey,
 }
 
-impl Hashed {
-    fn of(key: &FlowKey) -> Hashed {
-        Hashed { hash: key.hash64(), key: *key }
-    }
-}
-
 impl Hash for Hashed {
     fn hash<H: Hasher>(&self, state: &mut H) {
         state.write_u64(self.hash);
@@ -59,6 +53,8 @@ pub struct FlowTable<V> {
     pub evicted: u64,
     /// Flows dropped after being idle.
     pub expired: u64,
+    /// The last key looked up and its hash: a packet's flow is looked up several times.
+    last: Option<Hashed>,
 }
 
 impl<V> FlowTable<V> {
@@ -72,6 +68,14 @@ impl<V> FlowTable<V> {
             turned_at: i64::MIN,
             evicted: 0,
             expired: 0,
+            last: None,
+        }
+    }
+
+    fn hashed(&mut self, key: &FlowKey) -> Hashed {
+        match self.last {
+            Some(h) if h.key == *key => h,
+            _ => *self.last.insert(Hashed { hash: key.hash64(), key: *key }),
         }
     }
 
@@ -121,7 +125,7 @@ impl<V> FlowTable<V> {
 
     /// Looks a flow up, moving it to the current generation.
     pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut V> {
-        let k = Hashed::of(key);
+        let k = self.hashed(key);
         if !self.cur.contains_key(&k) {
             let v = self.old.remove(&k)?;
             self.cur.insert(k, v);
@@ -130,13 +134,13 @@ impl<V> FlowTable<V> {
     }
 
     pub fn insert(&mut self, key: FlowKey, v: V) -> &mut V {
-        let k = Hashed::of(&key);
+        let k = self.hashed(&key);
         self.old.remove(&k);
         self.cur.entry(k).insert_entry(v).into_mut()
     }
 
     pub fn remove(&mut self, key: &FlowKey) -> Option<V> {
-        let k = Hashed::of(key);
+        let k = self.hashed(key);
         self.cur.remove(&k).or_else(|| self.old.remove(&k))
     }
 

@@ -12,7 +12,7 @@ use memmap2::Mmap;
 use crate::capture::file::{CaptureReader, RawPacket};
 
 /// A chunk ends after this many records...
-const CHUNK_PACKETS: usize = 1024;
+pub(super) const CHUNK_PACKETS: usize = 1024;
 /// ...or this many bytes of them.
 const CHUNK_BYTES: usize = 256 * 1024;
 
@@ -51,7 +51,7 @@ pub(crate) struct Chunk {
 }
 
 impl Chunk {
-    fn new(input: u32, map: Option<Arc<Mmap>>) -> Chunk {
+    pub(super) fn new(input: u32, map: Option<Arc<Mmap>>) -> Chunk {
         Chunk {
             input,
             map,
@@ -77,7 +77,7 @@ impl Chunk {
         }
     }
 
-    fn push(&mut self, p: &RawPacket<'_>) {
+    pub(super) fn push(&mut self, p: &RawPacket<'_>) {
         let start = match &self.map {
             // The reader's packets are slices of the mapping.
             Some(m) => p.data.as_ptr() as usize - m.as_ptr() as usize,
@@ -97,7 +97,7 @@ impl Chunk {
         self.max_ts = Some(self.max_ts.map_or(p.ts_ns, |t| t.max(p.ts_ns)));
     }
 
-    fn full(&self, packets: usize) -> bool {
+    pub(super) fn full(&self, packets: usize) -> bool {
         let span = match (&self.map, self.records.first(), self.records.last()) {
             (Some(_), Some(a), Some(b)) => b.start + b.len as usize - a.start,
             _ => self.bytes.len(),

@@ -27,6 +27,7 @@ mod frame;
 mod parallel;
 mod progress;
 pub(crate) mod reader;
+pub mod stages;
 
 pub use parallel::run;
 pub(crate) use reader::{Batch, Dispatcher, PacketSink, Reader};

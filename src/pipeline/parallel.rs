@@ -34,7 +34,7 @@ const WORKER_QUEUE: usize = 4;
 const CHUNK_QUEUE: usize = 2;
 
 /// A decoder's packets for one chunk: a batch per worker, in packet order.
-struct ChunkSink {
+pub(super) struct ChunkSink {
     batches: Vec<Batch>,
     /// Every packet passed on, as (worker, index in its batch), in packet order: the
     /// sequencer marks each `attributable`.
@@ -65,13 +65,46 @@ impl PacketSink for ChunkSink {
     }
 }
 
-struct DecodedChunk {
+pub(super) struct DecodedChunk {
     chunk: Chunk,
     batches: Vec<Batch>,
     order: Vec<(u32, u32)>,
     learned: Vec<(u64, Vec<IpAddr>)>,
     /// Sequence numbers of the fragments, reassembled by the sequencer.
     fragments: Vec<u64>,
+}
+
+/// A decoder thread's reader: answers and fragments deferred to the sequencer.
+pub(super) fn decoder_reader(
+    rules: Arc<Rules>,
+    decode: decode::DecodeConfig,
+    free: Receiver<Batch>,
+) -> Reader<ChunkSink> {
+    let sink = ChunkSink { batches: Vec::new(), order: Vec::new(), learned: Vec::new(), free };
+    let mut reader = Reader::new(sink);
+    reader.watch_port_rules(&rules);
+    reader.answered = Some(AnswerFilter::Deferred { rules });
+    reader.decode_cfg = decode;
+    reader.defer_fragments = true;
+    reader
+}
+
+/// Decodes one chunk into a batch per worker.
+pub(super) fn decode_chunk(reader: &mut Reader<ChunkSink>, chunk: Chunk, workers: usize) -> DecodedChunk {
+    reader.set_seq(chunk.seq_base);
+    reader.dispatch.begin(workers);
+    for i in 0..chunk.records.len() {
+        let p = chunk.packet(i);
+        reader.packet_contained(&p, chunk.map.as_ref(), chunk.input, p.number);
+    }
+    let d = &mut reader.dispatch;
+    DecodedChunk {
+        batches: std::mem::take(&mut d.batches),
+        order: std::mem::take(&mut d.order),
+        learned: std::mem::take(&mut d.learned),
+        fragments: std::mem::take(&mut reader.deferred_fragments),
+        chunk,
+    }
 }
 
 fn decoder(
@@ -82,28 +115,9 @@ fn decoder(
     input: Receiver<Chunk>,
     output: Sender<DecodedChunk>,
 ) -> Reader<ChunkSink> {
-    let sink = ChunkSink { batches: Vec::new(), order: Vec::new(), learned: Vec::new(), free };
-    let mut reader = Reader::new(sink);
-    reader.watch_port_rules(&rules);
-    reader.answered = Some(AnswerFilter::Deferred { rules });
-    reader.decode_cfg = opts.decode;
-    reader.defer_fragments = true;
+    let mut reader = decoder_reader(rules, opts.decode, free);
     for chunk in input {
-        reader.set_seq(chunk.seq_base);
-        reader.dispatch.begin(workers);
-        for i in 0..chunk.records.len() {
-            let p = chunk.packet(i);
-            reader.packet_contained(&p, chunk.map.as_ref(), chunk.input, p.number);
-        }
-        let d = &mut reader.dispatch;
-        let decoded = DecodedChunk {
-            batches: std::mem::take(&mut d.batches),
-            order: std::mem::take(&mut d.order),
-            learned: std::mem::take(&mut d.learned),
-            fragments: std::mem::take(&mut reader.deferred_fragments),
-            chunk,
-        };
-        if output.send(decoded).is_err() {
+        if output.send(decode_chunk(&mut reader, chunk, workers)).is_err() {
             break;
         }
     }
@@ -125,7 +139,7 @@ impl PacketSink for Reassembled {
 }
 
 /// Takes the decoders' results in chunk order and hands the workers their batches.
-struct Sequencer {
+pub(super) struct Sequencer {
     /// Reassembles fragments and decodes the datagrams; its answer filter is the run's.
     reader: Reader<Reassembled>,
     workers: Vec<Sender<Batch>>,
@@ -144,7 +158,38 @@ impl Sequencer {
         }
     }
 
+    /// The sequencer of a run with `workers` workers (their queues given to [`Sequencer::chunk`]).
+    pub(super) fn new(
+        rules: &Arc<Rules>,
+        opts: &Options,
+        workers: usize,
+        free: Sender<Batch>,
+        progress: Progress,
+    ) -> Sequencer {
+        let mut reader = Reader::new(Reassembled { workers, packets: Vec::new() });
+        reader.watch_port_rules(rules);
+        reader.answered = Some(AnswerFilter::Inline { rules: rules.clone(), addrs: AnsweredAddrs::default() });
+        reader.decode_cfg = opts.decode;
+        Sequencer { reader, workers: Vec::new(), free, clock: None, packets: 0, progress }
+    }
+
+    /// Hands each worker its batch of the chunk.
     fn chunk(&mut self, d: DecodedChunk) {
+        let batches = self.order(d);
+        for (w, b) in batches.into_iter().enumerate() {
+            if b.metas.is_empty() {
+                let mut b = b;
+                b.clear();
+                let _ = self.free.send(b);
+            } else {
+                // A worker only stops when its channel closes, so send cannot fail while we run.
+                let _ = self.workers[w].send(b);
+            }
+        }
+    }
+
+    /// Does what needs packet order for one chunk, the next in order, and returns its batches.
+    pub(super) fn order(&mut self, d: DecodedChunk) -> Vec<Batch> {
         let DecodedChunk { chunk, mut batches, order, learned, fragments } = d;
         // Everything that needs packet order, in sequence-number order.
         let (mut li, mut fi) = (0, 0);
@@ -171,21 +216,15 @@ impl Sequencer {
             b.metas.insert(at, meta);
         }
         let floor = self.clock.unwrap_or(i64::MIN);
-        for (w, mut b) in batches.into_iter().enumerate() {
-            if b.metas.is_empty() {
-                b.clear();
-                let _ = self.free.send(b);
-                continue;
-            }
+        for b in &mut batches {
             b.clock_floor = floor;
-            // A worker only stops when its channel closes, so send cannot fail while we run.
-            let _ = self.workers[w].send(b);
         }
         if let Some(t) = chunk.max_ts {
             self.clock = Some(self.clock.map_or(t, |c| c.max(t)));
         }
         self.packets += chunk.records.len() as u64;
         self.progress.update(chunk.input, chunk.source_offset, self.packets);
+        batches
     }
 
     /// Applies the answers learned and reassembles the fragments up to sequence number `seq`.
@@ -211,6 +250,10 @@ impl Sequencer {
                 (None, None) => return,
             }
         }
+    }
+
+    pub(super) fn finish(&mut self) {
+        self.reader.defrag.finish();
     }
 
     fn fragment(&mut self, chunk: &Chunk, seq: u64, fi: &mut usize) {
@@ -451,12 +494,8 @@ fn read_parallel(
             .expect("spawning a decoder thread");
         decoder_handles.push(h);
     }
-    let mut seq_reader = Reader::new(Reassembled { workers: n, packets: Vec::new() });
-    seq_reader.watch_port_rules(rules);
-    seq_reader.answered = Some(AnswerFilter::Inline { rules: rules.clone(), addrs: AnsweredAddrs::default() });
-    seq_reader.decode_cfg = opts.decode;
-    let mut sequencer =
-        Sequencer { reader: seq_reader, workers: worker_tx, free: free_tx, clock: None, packets: 0, progress };
+    let mut sequencer = Sequencer::new(rules, opts, n, free_tx, progress);
+    sequencer.workers = worker_tx;
     let sequencer = std::thread::Builder::new()
         .name("kavwatch-sequencer".into())
         .spawn(move || {
@@ -467,7 +506,7 @@ fn read_parallel(
                 }
             }
             sequencer.progress.finish(sequencer.packets);
-            sequencer.reader.defrag.finish();
+            sequencer.finish();
             sequencer.reader
         })
         .expect("spawning the sequencer thread");

@@ -371,6 +371,9 @@ pub fn to_html(r: &Report) -> String {
     if let Some(line) = r.panics_text() {
         let _ = write!(s, "<p class=\"warn\" data-incomplete=\"parser-panics\">{}</p>", esc(&line));
     }
+    if let Some(line) = r.evidence_dropped_text() {
+        let _ = write!(s, "<p class=\"warn\" data-limit=\"evidence\">{}</p>", esc(&line));
+    }
     s.push_str("<h2>Observations over time</h2>");
     s.push_str(&timeline(r));
     s.push_str("<h2>Hosts</h2><div class=\"controls\"><select id=\"f-verdict\" aria-label=\"verdict\"><option value=\"\">all verdicts</option>");

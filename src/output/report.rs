@@ -334,6 +334,34 @@ impl Report {
         ))
     }
 
+    /// What bounded tables let go of that could have been evidence, with why; `None` when nothing.
+    pub fn evidence_dropped_text(&self) -> Option<String> {
+        let items = [
+            (&["ksc", "held_dropped"][..], "Security Center contacts of a pair not yet confirmed, past 8 per pair"),
+            (&["ksc", "pairs_evicted"], "Security Center pairs forgotten (65,536 followed at once)"),
+            (&["attribution", "dns_map_evicted"], "DNS answers forgotten (262,144 addresses remembered at once)"),
+            (&["dhcp", "evicted"], "DHCP leases forgotten (262,144 at once)"),
+            (
+                &["attribution_candidates_dropped"],
+                "nameless connections not held for attribution (131,072 per worker between hand-overs)",
+            ),
+            (&["ksc_contacts_dropped"], "Security Center contacts not held (65,536 per worker between hand-overs)"),
+            (&["dhcp_dropped"], "DHCP messages not held (65,536 per worker between hand-overs)"),
+            (
+                &["dns_unanswered_evicted"],
+                "unanswered DNS queries reported without their answer (16,384 waiting per worker)",
+            ),
+        ];
+        let parts: Vec<String> = items
+            .iter()
+            .filter_map(|(path, what)| match self.stat(path) {
+                0 => None,
+                n => Some(format!("{n} {what} ({})", path.join("."))),
+            })
+            .collect();
+        (!parts.is_empty()).then(|| format!("Evidence not kept, to stay within memory bounds: {}.", parts.join("; ")))
+    }
+
     pub fn stat(&self, path: &[&str]) -> u64 {
         let mut v = &self.stats;
         for p in path {
@@ -475,6 +503,9 @@ impl Report {
                 s,
                 "Limits reached: {ev} flows evicted, {gu} streams given up before their ClientHello/request was whole, {fe} fragment sets evicted."
             );
+        }
+        if let Some(line) = self.evidence_dropped_text() {
+            let _ = writeln!(s, "{line}");
         }
         if let Some(line) = self.panics_text() {
             let _ = writeln!(s, "{line}");

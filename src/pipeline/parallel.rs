@@ -305,7 +305,9 @@ fn spawn_workers(
                     if let Err(msg) = r {
                         w.restart_after_panic(&msg);
                     }
-                    for o in w.observations.drain(..) {
+                    // Handed over after every batch: what the worker holds for the sink is never
+                    // more than a batch's worth, and nothing waits in its bounded queues to be dropped.
+                    for o in w.take_observations() {
                         sorter.push(o);
                     }
                     batch.clear();
@@ -314,7 +316,7 @@ fn spawn_workers(
                 if let Err(msg) = contain::contained(|| w.finish()) {
                     w.restart_after_panic(&msg);
                 }
-                for o in w.observations.drain(..) {
+                for o in w.take_observations() {
                     sorter.push(o);
                 }
                 (sorter, w.stats)

@@ -63,7 +63,7 @@ pub fn measure(path: &Path, rules: Arc<Rules>, opts: &Options) -> Result<StageTi
             b.raise_clocks();
             t.passed_on += b.metas.len() as u64;
             worker.process_batch_contained(&b.metas, |m| b.payload(m));
-            observations.append(&mut worker.observations);
+            observations.extend(worker.take_observations());
             b.clear();
             let _ = free_tx.send(b);
         }
@@ -96,7 +96,7 @@ pub fn measure(path: &Path, rules: Arc<Rules>, opts: &Options) -> Result<StageTi
     run_chunk(chunk, &mut t);
     let start = Instant::now();
     worker.finish();
-    observations.append(&mut worker.observations);
+    observations.extend(worker.take_observations());
     working += start.elapsed();
 
     // The sink: time order, attribution, the host table and the events.

@@ -19,7 +19,7 @@ use kavwatch::capture::expand_inputs;
 use kavwatch::decode::DecodeConfig;
 use kavwatch::host::{HostTable, Verdict};
 use kavwatch::live::{Control, Engine, LiveOptions, LiveOutputs, open_sources};
-use kavwatch::output::events::{Inputs, write_events};
+use kavwatch::output::events::{Inputs, write_event};
 use kavwatch::output::html::to_html;
 use kavwatch::output::merge::merge;
 use kavwatch::output::report::{Report, RunInfo};
@@ -674,8 +674,7 @@ fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     for o in spill::merge(vec![kept], spill.clone()) {
         table.add(&o, &rules, cutoff_override);
         if let Some(out) = events_out.as_mut() {
-            write_events(out, std::slice::from_ref(&o), &rules, Inputs::Files(&input_names), cutoff_override)
-                .context("writing events")?;
+            write_event(out, &o, &rules, Inputs::Files(&input_names), cutoff_override).context("writing events")?;
         }
         if let (Some(engine), Some(delivery)) = (engine.as_mut(), delivery.as_ref())
             && let Some(mut alert) = engine.observe(&o, &rules)

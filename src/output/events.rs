@@ -129,10 +129,24 @@ pub enum Inputs<'a> {
     Interfaces(&'a [String]),
 }
 
-/// Writes every observation as one JSON line.
+/// Writes every observation as one JSON line, and flushes.
 pub fn write_events(
     out: &mut dyn Write,
     observations: &[Observation],
+    rules: &Rules,
+    inputs: Inputs<'_>,
+    cutoff_override: Option<i64>,
+) -> io::Result<()> {
+    for o in observations {
+        write_event(out, o, rules, inputs, cutoff_override)?;
+    }
+    out.flush()
+}
+
+/// Writes one observation as a JSON line (DHCP ones are never events); no flush.
+pub fn write_event(
+    out: &mut dyn Write,
+    o: &Observation,
     rules: &Rules,
     inputs: Inputs<'_>,
     cutoff_override: Option<i64>,
@@ -141,7 +155,7 @@ pub fn write_events(
         Inputs::Files(n) => (n, false),
         Inputs::Interfaces(n) => (n, true),
     };
-    for o in observations {
+    {
         let rule = rules.rule(o.rule);
         let (mut dns_out, mut tls_out, mut http_out, mut ksc_out) = (None, None, None, None);
         // The name the packet itself carried.
@@ -199,7 +213,7 @@ pub fn write_events(
                 ksc_out = Some(KscOut { contact: k.contact.as_str(), server: k.server, agent: k.agent, port: k.port })
             }
             // Consumed by the lease book; never an event.
-            Detail::Dhcp(_) => continue,
+            Detail::Dhcp(_) => return Ok(()),
         }
         let ev = EventOut {
             timestamp: rfc3339(o.ts_ns),
@@ -230,7 +244,6 @@ pub fn write_events(
             ksc: ksc_out,
         };
         serde_json::to_writer(&mut *out, &ev)?;
-        out.write_all(b"\n")?;
+        out.write_all(b"\n")
     }
-    out.flush()
 }

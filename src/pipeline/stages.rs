@@ -22,7 +22,7 @@ use crate::attribution::Attributor;
 use crate::capture::file::CaptureReader;
 use crate::host::HostTable;
 use crate::observation::Observation;
-use crate::output::events::{Inputs, write_events};
+use crate::output::events::{Inputs, write_event};
 use crate::rules::matcher::Rules;
 use crate::worker::{Limits, Worker};
 
@@ -114,8 +114,7 @@ pub fn measure(path: &Path, rules: Arc<Rules>, opts: &Options) -> Result<StageTi
     let mut events = std::io::sink();
     for o in &kept {
         table.add(o, &rules, None);
-        write_events(&mut events, std::slice::from_ref(o), &rules, Inputs::Files(&names), None)
-            .map_err(|e| e.to_string())?;
+        write_event(&mut events, o, &rules, Inputs::Files(&names), None).map_err(|e| e.to_string())?;
     }
     t.observations = kept.len() as u64;
     t.sink_s = start.elapsed().as_secs_f64();

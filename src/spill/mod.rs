@@ -135,15 +135,16 @@ impl<T: Spill> Sorter<T> {
         self.runs.len()
     }
 
-    /// Sorts the items in memory and writes them out as a run; on error they stay in memory.
+    /// Writes the items in memory out as a run, in key order; on error they stay in memory.
     fn spill(&mut self) {
-        self.buf.sort_by_key(|t| t.key());
-        match self.write_run(self.buf.iter()) {
+        let order = sort_order(&self.buf);
+        match self.write_run(order.iter().map(|&i| &self.buf[i as usize])) {
             Ok(run) => {
                 self.area.runs.fetch_add(1, Ordering::Relaxed);
                 self.area.items.fetch_add(run.items, Ordering::Relaxed);
                 self.runs.push(run);
-                self.buf = Vec::new();
+                // The capacity stays: the next run fills it again.
+                self.buf.clear();
                 self.buf_bytes = 0;
             }
             Err(e) => self.area.fail(e),
@@ -208,8 +209,18 @@ impl<T: Spill> Sorter<T> {
         if !self.runs.is_empty() && !self.buf.is_empty() && !self.area.failed() {
             self.spill();
         }
-        self.buf.sort_by_key(|t| t.key());
+        let order = sort_order(&self.buf);
+        let mut slots: Vec<Option<T>> = std::mem::take(&mut self.buf).into_iter().map(Some).collect();
+        self.buf = order.iter().filter_map(|&i| slots[i as usize].take()).collect();
     }
+}
+
+/// The items' indices in key order (stable): sorting the keys, not the items, which may be
+/// hundreds of bytes each.
+fn sort_order<T: Spill>(items: &[T]) -> Vec<u32> {
+    let mut keyed: Vec<(T::Key, u32)> = items.iter().enumerate().map(|(i, t)| (t.key(), i as u32)).collect();
+    keyed.sort_unstable_by(|a, b| a.cmp(b));
+    keyed.into_iter().map(|(_, i)| i).collect()
 }
 
 fn write_item<T: Serialize>(w: &mut impl Write, frame: &mut Vec<u8>, t: &T) -> io::Result<()> {

@@ -219,7 +219,7 @@ impl<T: Spill> Sorter<T> {
 /// hundreds of bytes each.
 fn sort_order<T: Spill>(items: &[T]) -> Vec<u32> {
     let mut keyed: Vec<(T::Key, u32)> = items.iter().enumerate().map(|(i, t)| (t.key(), i as u32)).collect();
-    keyed.sort_unstable_by(|a, b| a.cmp(b));
+    keyed.sort_unstable();
     keyed.into_iter().map(|(_, i)| i).collect()
 }
 

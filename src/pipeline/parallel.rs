@@ -336,6 +336,18 @@ struct Read {
     interrupted: bool,
 }
 
+impl Read {
+    fn of<S: PacketSink>(reader: &Reader<S>, summaries: Vec<InputSummary>, opts: &Options) -> Read {
+        Read {
+            reader_stats: reader.stats_now(),
+            first_ts: reader.first_ts,
+            last_ts: reader.last_ts,
+            summaries,
+            interrupted: opts.stop.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Analyses the inputs in their order and returns what the workers found. With one decoder
 /// the reader thread decodes (the cheapest on two cores); with more, framing threads (several
 /// inputs at once), decoder threads and the sequencer share the work.
@@ -460,13 +472,7 @@ fn read_inline(
         reader.dispatch.flush(w);
     }
     reader.defrag.finish();
-    Read {
-        reader_stats: reader.stats_now(),
-        first_ts: reader.first_ts,
-        last_ts: reader.last_ts,
-        summaries,
-        interrupted: opts.stop.load(Ordering::Relaxed),
-    }
+    Read::of(&reader, summaries, opts)
 }
 
 /// Framing threads, decoder threads and the sequencer.
@@ -521,13 +527,7 @@ fn read_parallel(
         let d = h.join().expect("a decoder does not panic (its packets are contained)");
         reader.absorb(&d);
     }
-    Read {
-        reader_stats: reader.stats_now(),
-        first_ts: reader.first_ts,
-        last_ts: reader.last_ts,
-        summaries,
-        interrupted: opts.stop.load(Ordering::Relaxed),
-    }
+    Read::of(&reader, summaries, opts)
 }
 
 /// Frames the inputs, a few at once, and deals their chunks to the decoders in input order.

@@ -34,7 +34,7 @@ pub(crate) fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     let mut events_out = a.events.as_deref().map(create).transpose()?;
     let sensor = a.sensor_name.clone().unwrap_or_else(default_sensor_name);
     contain::set_sample_dir(a.state_dir.clone().unwrap_or_else(contain::default_state_dir));
-    let delivery = start_alerts(&a.alerts, &sensor)?;
+    let delivery = start_alerts(&a.alerts, &sensor, a.state_dir.as_deref())?;
     let workers =
         a.workers.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let spill = SpillArea::new(a.spill_dir.clone().unwrap_or_else(std::env::temp_dir));

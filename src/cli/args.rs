@@ -77,8 +77,9 @@ pub(crate) struct AnalyzeArgs {
     /// This sensor's name in reports [default: the host name].
     #[arg(long, value_name = "NAME")]
     pub(crate) sensor_name: Option<String>,
-    /// State directory: the first packet of each kind of contained parser panic is saved here
-    /// [default: $STATE_DIRECTORY, else /var/lib/kavwatch if it exists, else TMPDIR/kavwatch].
+    /// State directory: the alert spool (unless --spool-dir), and the first packet of each kind of
+    /// contained parser panic [default: $STATE_DIRECTORY, else /var/lib/kavwatch if it exists,
+    /// else TMPDIR/kavwatch].
     #[arg(long, value_name = "DIR")]
     pub(crate) state_dir: Option<PathBuf>,
     /// Exit with status 3 when any host is active after the cutoff.
@@ -208,9 +209,6 @@ pub(crate) struct AlertArgs {
     /// Spool bound per destination; past it the oldest alerts are dropped (and counted).
     #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
     pub(crate) spool_max_bytes: u64,
-    /// kavwatch's state directory [default: $STATE_DIRECTORY, else /var/lib/kavwatch as root, else ~/.local/state/kavwatch].
-    #[arg(long, value_name = "DIR")]
-    pub(crate) state_dir: Option<PathBuf>,
     /// file: destinations are rotated past this size (PATH.1 ... PATH.5).
     #[arg(long, value_name = "BYTES", default_value_t = 100 << 20)]
     pub(crate) alert_file_max_bytes: u64,
@@ -286,8 +284,9 @@ pub(crate) struct LiveArgs {
     /// This sensor's name in reports and alerts [default: the host name].
     #[arg(long, value_name = "NAME")]
     pub(crate) sensor_name: Option<String>,
-    /// State directory: the first packet of each kind of contained parser panic is saved here
-    /// [default: $STATE_DIRECTORY, else /var/lib/kavwatch if it exists, else TMPDIR/kavwatch].
+    /// State directory: checkpoints of the host table and alert windows, the alert spool, and
+    /// the first packet of each kind of contained parser panic [default: $STATE_DIRECTORY, else
+    /// /var/lib/kavwatch as root, else ~/.local/state/kavwatch].
     #[arg(long, value_name = "DIR")]
     pub(crate) state_dir: Option<PathBuf>,
     /// Most TCP flows tracked at once, over all workers.

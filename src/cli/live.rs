@@ -49,7 +49,7 @@ pub(crate) fn live(a: LiveArgs) -> Result<ExitCode> {
         decode: a.decap.config()?,
     };
     let events = a.events.as_deref().map(create).transpose()?;
-    let delivery = start_alerts(&a.alerts, &sensor)?;
+    let delivery = start_alerts(&a.alerts, &sensor, a.state_dir.as_deref())?;
     let sources = open_sources(&opts)?;
     if let Some(user) = &a.user {
         drop_privileges(user)?;

@@ -165,13 +165,13 @@ pub(crate) fn default_state_dir() -> PathBuf {
 }
 
 /// Checks and starts the alert destinations (before any packet is read, so mistakes show at once).
-pub(crate) fn start_alerts(a: &AlertArgs, sensor: &str) -> Result<Option<Delivery>> {
+pub(crate) fn start_alerts(a: &AlertArgs, sensor: &str, state_dir: Option<&Path>) -> Result<Option<Delivery>> {
     if a.urls.is_empty() {
         return Ok(None);
     }
     let format: Format = a.alert_format.parse().map_err(anyhow::Error::msg)?;
     let spool_dir =
-        a.spool_dir.clone().unwrap_or_else(|| a.state_dir.clone().unwrap_or_else(default_state_dir).join("spool"));
+        a.spool_dir.clone().unwrap_or_else(|| state_dir.map_or_else(default_state_dir, Path::to_path_buf).join("spool"));
     let cfg = DeliveryConfig {
         format,
         facility: a.syslog_facility,

@@ -1,0 +1,231 @@
+//! The sink: the one thread that folds every worker's observations into the host table,
+//! writes events, raises alerts, keeps every thread's counters and builds the report.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::{InterfaceStats, LiveOptions, LiveOutputs, Msg};
+use crate::alert::{AlertStats, engine::EngineStats};
+use crate::attribution::{Attributor, LIVE_HOLD_NS};
+use crate::capture::afpacket::SocketStats;
+use crate::host::HostTable;
+use crate::observation::Observation;
+use crate::output::events::{Inputs, write_events};
+use crate::output::merge::add_values;
+use crate::output::report::{Report, RunInfo};
+use crate::pipeline::Stats;
+use crate::rules::matcher::Rules;
+use crate::worker::WorkerStats;
+
+/// The sink's state: hosts, counters of every thread, alerts.
+pub(super) struct Sink {
+    pub(super) table: HostTable,
+    pub(super) attributor: Attributor,
+    pub(super) cutoff_override: Option<i64>,
+    pub(super) interfaces: Vec<String>,
+    pub(super) engine: &'static str,
+    pub(super) readers: BTreeMap<usize, (Stats, Option<i64>, Option<i64>)>,
+    pub(super) workers: BTreeMap<usize, WorkerStats>,
+    pub(super) sockets: BTreeMap<usize, (usize, SocketStats, u64)>,
+    pub(super) events: u64,
+    pub(super) observations: u64,
+    /// Counters at the last stats line, for rates and new drops.
+    pub(super) last_packets: u64,
+    pub(super) last_drops: u64,
+    pub(super) last_undecoded: u64,
+}
+
+impl Sink {
+    pub(super) fn new(opts: &LiveOptions) -> Sink {
+        Sink {
+            table: HostTable::new(opts.max_hosts),
+            attributor: {
+                let mut a = Attributor::default();
+                a.set_configured(opts.resolvers.clone());
+                a
+            },
+            cutoff_override: opts.cutoff_override,
+            interfaces: opts.interfaces.clone(),
+            engine: opts.engine.as_str(),
+            readers: BTreeMap::new(),
+            workers: BTreeMap::new(),
+            sockets: BTreeMap::new(),
+            events: 0,
+            observations: 0,
+            last_packets: 0,
+            last_drops: 0,
+            last_undecoded: 0,
+        }
+    }
+
+    pub(super) fn take(&mut self, m: Msg, out: &mut LiveOutputs<'_>) -> Result<(), String> {
+        match m {
+            Msg::Observations(rules, mut obs) => {
+                obs.sort_by_key(|o| o.sort_key());
+                let obs = self.attributor.process(obs, &rules, LIVE_HOLD_NS);
+                self.fold(obs, &rules, out)?;
+            }
+            Msg::Reader { id, stats, first_ts, last_ts } => {
+                self.readers.insert(id, (*stats, first_ts, last_ts));
+            }
+            Msg::Worker { id, stats } => {
+                self.workers.insert(id, *stats);
+            }
+            Msg::Socket { id, iface, stats, reopened } => {
+                self.sockets.insert(id, (iface, stats, reopened));
+            }
+            Msg::Log(line) => eprintln!("{line}"),
+        }
+        Ok(())
+    }
+
+    /// Observations into the host table, alerts and events.
+    pub(super) fn fold(
+        &mut self,
+        obs: Vec<Observation>,
+        rules: &Rules,
+        out: &mut LiveOutputs<'_>,
+    ) -> Result<(), String> {
+        for o in &obs {
+            self.table.add(o, rules, self.cutoff_override);
+            if let Some((engine, delivery)) = out.alerts.as_mut()
+                && let Some(mut a) = engine.observe(o, rules)
+            {
+                a.evidence.input = self.interfaces.get(o.pos.input as usize).cloned();
+                delivery.send(&a);
+            }
+        }
+        if let Some(e) = out.events.as_mut() {
+            write_events(e, &obs, rules, Inputs::Interfaces(&self.interfaces), self.cutoff_override)
+                .map_err(|e| format!("writing events: {e}"))?;
+            e.flush().map_err(|e| format!("writing events: {e}"))?;
+        }
+        self.observations += obs.len() as u64;
+        self.events += obs.len() as u64;
+        Ok(())
+    }
+
+    pub(super) fn per_interface(&self) -> BTreeMap<String, InterfaceStats> {
+        let mut m: BTreeMap<String, InterfaceStats> = BTreeMap::new();
+        for name in &self.interfaces {
+            m.entry(name.clone()).or_default();
+        }
+        for (iface, s, reopened) in self.sockets.values() {
+            let e = m.entry(self.interfaces[*iface].clone()).or_default();
+            e.packets += s.packets;
+            e.drops += s.drops;
+            e.freeze_q += s.freeze_q;
+            e.reopened += reopened;
+        }
+        m
+    }
+
+    pub(super) fn totals(&self) -> serde_json::Value {
+        let mut v = serde_json::Value::Null;
+        for (s, _, _) in self.readers.values() {
+            add_values(&mut v, &serde_json::to_value(s).expect("stats serialise"));
+        }
+        let mut w = WorkerStats::default();
+        for s in self.workers.values() {
+            w.add(s);
+        }
+        add_values(&mut v, &serde_json::to_value(w).expect("stats serialise"));
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("observations".into(), self.observations.into());
+        }
+        v
+    }
+
+    pub(super) fn stats_line(&mut self, since: Duration, alerts: Option<String>) -> String {
+        let packets: u64 = self.readers.values().map(|(s, _, _)| s.packets).sum();
+        let bytes: u64 = self.readers.values().map(|(s, _, _)| s.bytes).sum();
+        let ifs = self.per_interface();
+        let drops: u64 = ifs.values().map(|s| s.drops).sum();
+        let freeze: u64 = ifs.values().map(|s| s.freeze_q).sum();
+        let rate = (packets - self.last_packets.min(packets)) as f64 / since.as_secs_f64().max(1e-3);
+        // Per socket (AF_PACKET: one per worker), so a hot worker shows.
+        let per_socket: Vec<String> =
+            self.sockets.values().map(|(i, s, _)| format!("{}:{}", self.interfaces[*i], s.drops)).collect();
+        let mut line = format!(
+            "kavwatch: live: {packets} packets, {:.1} MB, {rate:.0} pkt/s, drops kernel {drops} ({} {freeze}; per socket {}), events {}, hosts {}",
+            bytes as f64 / 1e6,
+            if self.engine == "afpacket" { "ring frozen" } else { "interface" },
+            per_socket.join(" "),
+            self.events,
+            self.table.len()
+        );
+        if let Some(a) = alerts {
+            line.push_str(", ");
+            line.push_str(&a);
+        }
+        let undecoded: u64 = self.readers.values().map(|(s, _, _)| s.undecoded.packets).sum();
+        let new_packets = packets - self.last_packets.min(packets);
+        let new_undecoded = undecoded - self.last_undecoded.min(undecoded);
+        if new_undecoded as f64 > new_packets as f64 * crate::decode::counters::UNDECODED_WARN_SHARE {
+            let mut causes: BTreeMap<&str, u64> = BTreeMap::new();
+            for (s, _, _) in self.readers.values() {
+                for (c, n) in &s.undecoded.causes {
+                    *causes.entry(c).or_default() += n;
+                }
+            }
+            let top = causes.iter().max_by_key(|(_, n)| **n).map(|(c, _)| *c).unwrap_or("-");
+            line.push_str(&format!(
+                "\nkavwatch: warning: {:.1} % of the packets since the last report could not be decoded to TCP/UDP over IP (top cause: {top}): hosts in them are not seen",
+                new_undecoded as f64 * 100.0 / new_packets.max(1) as f64
+            ));
+        }
+        self.last_undecoded = undecoded;
+        if drops > self.last_drops {
+            line.push_str(&format!(
+                "\nkavwatch: warning: {} packets dropped since the last report: add workers (--workers), a bigger ring, or a --bpf filter",
+                drops - self.last_drops
+            ));
+        }
+        self.last_packets = packets;
+        self.last_drops = drops;
+        line
+    }
+
+    pub(super) fn report(&self, opts: &LiveOptions, rules: &Rules, out: &LiveOutputs<'_>) -> Report {
+        let mut stats = self.totals();
+        let first = self.readers.values().filter_map(|r| r.1).min();
+        let last = self.readers.values().filter_map(|r| r.2).max();
+        if let serde_json::Value::Object(m) = &mut stats {
+            m.insert(
+                "capture".into(),
+                serde_json::json!({
+                    "engine": self.engine,
+                    "interfaces": self.per_interface(),
+                    "sockets": self.sockets.values().map(|(i, s, reopened)| serde_json::json!({
+                        "interface": self.interfaces[*i],
+                        "packets": s.packets,
+                        "drops": s.drops,
+                        "freeze_q": s.freeze_q,
+                        "bad_blocks": s.bad_blocks,
+                        "reopened": reopened,
+                    })).collect::<Vec<_>>(),
+                }),
+            );
+            m.insert("hosts_evicted".into(), self.table.hosts_evicted.into());
+            m.insert("attribution".into(), serde_json::to_value(&self.attributor.stats).expect("stats serialise"));
+            m.insert("ksc".into(), serde_json::to_value(&self.attributor.ksc.stats).expect("stats serialise"));
+            m.insert("dhcp".into(), serde_json::to_value(&self.attributor.leases.stats).expect("stats serialise"));
+            if let Some((engine, delivery)) = &out.alerts {
+                let a = AlertStats {
+                    engine: EngineStats::clone(&engine.stats),
+                    destinations: delivery.stats().into_iter().map(|d| (d.destination.clone(), d)).collect(),
+                };
+                m.insert("alerts".into(), serde_json::to_value(a).expect("alert stats serialise"));
+            }
+        }
+        let inputs: Vec<crate::pipeline::InputSummary> = self
+            .per_interface()
+            .into_iter()
+            .map(|(name, s)| crate::pipeline::InputSummary { path: name, packets: s.packets, bytes: 0, error: None })
+            .collect();
+        let run = RunInfo { stats, inputs: &inputs, first_ts: first, last_ts: last, errors: &[] };
+        let mut hosts = self.table.hosts();
+        crate::attribution::mark_resolvers(&mut hosts, &self.attributor);
+        Report::build(&run, &hosts, &self.table.timeline, rules, opts.cutoff_ns, &opts.sensor)
+    }
+}

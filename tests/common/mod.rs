@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: run the binary, build small captures; a real rsyslog (`rsyslog`).
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod rsyslog;
 
 use std::path::{Path, PathBuf};

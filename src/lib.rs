@@ -10,6 +10,7 @@ pub mod alert;
 pub mod attribution;
 pub mod bounded;
 pub mod capture;
+pub mod config;
 pub mod decode;
 pub mod flow;
 pub mod fuzzing;

@@ -76,6 +76,11 @@ impl AlertEngine {
         AlertEngine { cfg, windows: HashMap::new(), stats: EngineStats::default() }
     }
 
+    /// A new interval and alert-all (SIGHUP); open windows keep what they hold.
+    pub fn set_policy(&mut self, interval_ns: i64, alert_all: bool) {
+        (self.cfg.interval_ns, self.cfg.alert_all) = (interval_ns, alert_all);
+    }
+
     /// Takes the next observation (in time order); returns the alert it raises, if any.
     pub fn observe(&mut self, o: &Observation, rules: &Rules) -> Option<Alert> {
         if o.relayed {

@@ -33,6 +33,27 @@ pub(crate) enum Command {
     /// Work with JSON reports.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// Check a configuration file, or print the effective configuration of `live`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Validate a configuration file; each error names the file, line and key.
+    Check {
+        /// Configuration file [default: /etc/kavwatch/kavwatch.toml].
+        path: Option<PathBuf>,
+    },
+    /// Print the effective configuration of `live` (file, then command line) as a file, each
+    /// value with where it came from.
+    Show {
+        /// Configuration file [default: /etc/kavwatch/kavwatch.toml if it exists].
+        path: Option<PathBuf>,
+        /// Options of `live` given after `--`, as on its command line.
+        #[arg(last = true, value_name = "LIVE OPTIONS")]
+        options: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -57,6 +78,10 @@ pub(crate) struct RulesArg {
 
 #[derive(Args)]
 pub(crate) struct AnalyzeArgs {
+    /// Configuration file: one `option-name = value` line per option (TOML); the command line
+    /// overrides it. Keys of `live` only are ignored.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) config: Option<PathBuf>,
     /// Capture files, directories (recursed in name order) or - for standard input.
     #[arg(required = true, value_name = "INPUT")]
     pub(crate) inputs: Vec<PathBuf>,
@@ -233,6 +258,10 @@ pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 #[derive(Args)]
 pub(crate) struct LiveArgs {
+    /// Configuration file: one `option-name = value` line per option (TOML); the command line
+    /// overrides it. [default: /etc/kavwatch/kavwatch.toml if it exists]
+    #[arg(long, value_name = "PATH")]
+    pub(crate) config: Option<PathBuf>,
     /// Interface to capture on (repeatable).
     #[arg(short = 'i', long = "interface", value_name = "IFACE", required = true)]
     pub(crate) interfaces: Vec<String>,

@@ -1,21 +1,27 @@
 //! `kavwatch live`: options to [`kavwatch::live::run`].
 
+use std::cell::RefCell;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::args::*;
+use super::config::{Reread, changed_keys, remerge};
 use super::*;
 use anyhow::{Context, Result};
 
 use kavwatch::alert::engine::{AlertEngine, EngineConfig};
-use kavwatch::live::{Control, Engine, LiveOptions, LiveOutputs, open_sources};
+use kavwatch::live::{Control, Engine, LiveOptions, LiveOutputs, Reload, open_sources};
 use kavwatch::output::report::Report;
 use kavwatch::rules::load::load;
 use kavwatch::rules::matcher::Rules;
 use kavwatch::worker::Limits;
 use kavwatch::worker::contain;
 
-pub(crate) fn live(a: LiveArgs) -> Result<ExitCode> {
+/// Options a SIGHUP applies; a change to any other needs a restart.
+const RELOADABLE: [&str; 5] = ["rules", "report-interval", "stats-interval", "alert-interval", "alert-all"];
+
+pub(crate) fn live(a: LiveArgs, reread: Option<Reread>) -> Result<ExitCode> {
     let control = Control::default();
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, control.stop.clone()).context("installing signal handlers")?;
@@ -70,16 +76,13 @@ pub(crate) fn live(a: LiveArgs) -> Result<ExitCode> {
             None => Ok(()),
         }
     };
-    let rules_path = a.rules.rules.clone();
-    let reload = || -> Result<Rules, String> {
-        let p = rules_path.as_deref().expect("reload is offered only with --rules");
-        load(Some(p)).map(Rules::new).map_err(|e| format!("{e:#}"))
-    };
+    let current = RefCell::new((a.rules.rules.clone(), reread.as_ref().map(|r| r.matches.clone())));
+    let reload = || -> Reload { reload(&current, reread.as_ref()) };
     let out = LiveOutputs {
         events,
         write_report: Some(&write_report),
         alerts: engine,
-        reload: rules_path.is_some().then_some(&reload as &dyn Fn() -> Result<Rules, String>),
+        reload: (a.rules.rules.is_some() || reread.is_some()).then_some(&reload as &dyn Fn() -> Reload),
     };
     eprintln!(
         "kavwatch: live on {} ({} engine, {} workers){}",
@@ -101,4 +104,55 @@ pub(crate) fn live(a: LiveArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP: the configuration file again (when there is one), then the rules from the path it
+/// names now. `current` holds the rules path and the merged options in force.
+fn reload(current: &RefCell<(Option<PathBuf>, Option<clap::ArgMatches>)>, reread: Option<&Reread>) -> Reload {
+    let mut r = Reload::default();
+    let mut cur = current.borrow_mut();
+    if let Some(reread) = reread {
+        match remerge(reread) {
+            Err(e) => r.notes.push(format!(
+                "configuration NOT reloaded, the old one stays: {}",
+                format!("{e:#}").replace("\nkavwatch: ", "; ")
+            )),
+            Ok((Cli { command: Command::Live(new) }, matches)) => {
+                let changed = cur.1.as_ref().map(|old| changed_keys(old, &matches)).unwrap_or_default();
+                let path = reread.path.display();
+                for key in &changed {
+                    if RELOADABLE.contains(&key.as_str()) {
+                        r.notes.push(format!("{key} changed in {path}: applied"));
+                    } else {
+                        r.notes.push(format!("{key} changed in {path}: NOT applied, it needs a restart"));
+                    }
+                }
+                if changed.is_empty() {
+                    r.notes.push(format!("{path}: no option changed"));
+                }
+                let has = |k: &str| changed.iter().any(|c| c == k);
+                if has("report-interval") {
+                    r.report_interval = Some(new.report_interval.max(std::time::Duration::from_secs(1)));
+                }
+                if has("stats-interval") {
+                    r.stats_interval = Some(new.stats_interval.max(std::time::Duration::from_secs(1)));
+                }
+                if has("alert-interval") || has("alert-all") {
+                    let interval = new.alerts.alert_interval.as_nanos().min(i64::MAX as u128) as i64;
+                    r.alerts = Some((interval, new.alerts.alert_all));
+                }
+                cur.0 = new.rules.rules;
+                cur.1 = Some(matches);
+            }
+            Ok(_) => unreachable!("the same arguments name the same subcommand"),
+        }
+    }
+    r.rules = match &cur.0 {
+        Some(p) => Some(load(Some(p)).map(Rules::new).map_err(|e| format!("{e:#}"))),
+        None => {
+            r.notes.push("the built-in rules cannot change; set `rules` to reload rules".into());
+            None
+        }
+    };
+    r
 }

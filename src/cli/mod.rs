@@ -3,6 +3,7 @@
 
 mod analyze;
 mod args;
+mod config;
 mod live;
 
 use std::fs;
@@ -13,7 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 use anyhow::{Context, Result, bail};
-use clap::Parser;
 
 use args::*;
 
@@ -27,13 +27,15 @@ use kavwatch::rules::load::{load, parse_instant};
 use kavwatch::rules::matcher::Rules;
 
 pub fn run() -> Result<ExitCode> {
-    let cli = Cli::parse();
-    match cli.command {
+    let merged = config::parse(std::env::args_os().collect())?;
+    match merged.cli.command {
         Command::Analyze(a) => analyze::analyze(a),
-        Command::Live(a) => live::live(a),
+        Command::Live(a) => live::live(a, merged.reread),
         Command::Rules(RulesCommand::Check { path }) => rules_check(path.as_deref()),
         Command::Rules(RulesCommand::Match { rules, names }) => rules_match(rules.rules.as_deref(), &names),
         Command::Report(ReportCommand::Merge { reports, output }) => report_merge(&reports, &output),
+        Command::Config(ConfigCommand::Check { path }) => config::check(path.as_deref()),
+        Command::Config(ConfigCommand::Show { path, options }) => config::show(path.as_deref(), &options),
     }
 }
 
@@ -170,8 +172,10 @@ pub(crate) fn start_alerts(a: &AlertArgs, sensor: &str, state_dir: Option<&Path>
         return Ok(None);
     }
     let format: Format = a.alert_format.parse().map_err(anyhow::Error::msg)?;
-    let spool_dir =
-        a.spool_dir.clone().unwrap_or_else(|| state_dir.map_or_else(default_state_dir, Path::to_path_buf).join("spool"));
+    let spool_dir = a
+        .spool_dir
+        .clone()
+        .unwrap_or_else(|| state_dir.map_or_else(default_state_dir, Path::to_path_buf).join("spool"));
     let cfg = DeliveryConfig {
         format,
         facility: a.syslog_facility,

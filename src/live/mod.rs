@@ -120,8 +120,21 @@ pub fn open_sources(opts: &LiveOptions) -> Result<Sources, LiveError> {
 
 /// Writes a report (the caller picks the format and writes atomically).
 pub type ReportWriter<'a> = &'a dyn Fn(&Report) -> Result<(), String>;
-/// Loads the rules again.
-pub type RulesLoader<'a> = &'a dyn Fn() -> Result<Rules, String>;
+/// Reads the rules and the configuration again (SIGHUP).
+pub type Reloader<'a> = &'a dyn Fn() -> Reload;
+
+/// What a SIGHUP changes: each `None` stays as it is.
+#[derive(Default)]
+pub struct Reload {
+    /// New rules, or why they could not be loaded (the old ones stay).
+    pub rules: Option<Result<Rules, String>>,
+    pub report_interval: Option<Duration>,
+    pub stats_interval: Option<Duration>,
+    /// The alert engine's interval (ns) and alert-all.
+    pub alerts: Option<(i64, bool)>,
+    /// What changed, what needs a restart, what was wrong: one line each, for stderr.
+    pub notes: Vec<String>,
+}
 
 /// What the sink needs besides packets.
 pub struct LiveOutputs<'a> {
@@ -129,8 +142,9 @@ pub struct LiveOutputs<'a> {
     /// Writes the report (the caller picks the format and writes atomically).
     pub write_report: Option<ReportWriter<'a>>,
     pub alerts: Option<(AlertEngine, Delivery)>,
-    /// Loads the rules again (SIGHUP); `None` when they cannot change (the built-in rules).
-    pub reload: Option<RulesLoader<'a>>,
+    /// Reads rules and configuration again (SIGHUP); `None` when nothing can change (the
+    /// built-in rules and no configuration file).
+    pub reload: Option<Reloader<'a>>,
 }
 
 /// Flags set by signal handlers.
@@ -235,6 +249,8 @@ pub fn run(
     let mut last_report = Instant::now();
     let mut last_tick = Instant::now();
     let mut stopping = false;
+    // SIGHUP may change these.
+    let (mut report_interval, mut stats_interval) = (opts.report_interval, opts.stats_interval);
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(m) => sink.take(m, &mut out)?,
@@ -256,15 +272,29 @@ pub fn run(
                 None => {
                     eprintln!("kavwatch: SIGHUP: the built-in rules cannot change; start with --rules PATH to reload")
                 }
-                Some(load) => match load() {
-                    Ok(r) => {
-                        let n = r.set.rules.len();
-                        *shared.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(r);
-                        shared.generation.fetch_add(1, Ordering::Relaxed);
-                        eprintln!("kavwatch: rules reloaded: {n} rules");
+                Some(reload) => {
+                    let r = reload();
+                    for note in &r.notes {
+                        eprintln!("kavwatch: SIGHUP: {note}");
                     }
-                    Err(e) => eprintln!("kavwatch: rules NOT reloaded, the old rules stay: {}", e.replace('\n', " ")),
-                },
+                    match r.rules {
+                        Some(Ok(rules)) => {
+                            let n = rules.set.rules.len();
+                            *shared.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
+                            shared.generation.fetch_add(1, Ordering::Relaxed);
+                            eprintln!("kavwatch: rules reloaded: {n} rules");
+                        }
+                        Some(Err(e)) => {
+                            eprintln!("kavwatch: rules NOT reloaded, the old rules stay: {}", e.replace('\n', " "))
+                        }
+                        None => {}
+                    }
+                    report_interval = r.report_interval.unwrap_or(report_interval);
+                    stats_interval = r.stats_interval.unwrap_or(stats_interval);
+                    if let (Some((interval_ns, all)), Some((engine, _))) = (r.alerts, out.alerts.as_mut()) {
+                        engine.set_policy(interval_ns, all);
+                    }
+                }
             }
         }
         let rules_now = shared.get();
@@ -278,12 +308,12 @@ pub fn run(
                 }
             }
         }
-        if last_stats.elapsed() >= opts.stats_interval {
+        if last_stats.elapsed() >= stats_interval {
             let alerts = out.alerts.as_ref().map(|(e, d)| crate::alert::summary_line(&e.stats, &d.stats()));
             eprintln!("{}", sink.stats_line(last_stats.elapsed(), alerts));
             last_stats = Instant::now();
         }
-        if last_report.elapsed() >= opts.report_interval {
+        if last_report.elapsed() >= report_interval {
             last_report = Instant::now();
             if let Some(w) = out.write_report {
                 w(&sink.report(opts, &shared.get(), &out))?;

@@ -33,6 +33,9 @@ pub(crate) enum Command {
     /// Work with JSON reports.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// Generate man pages, shell completions or the default configuration file (for packaging).
+    #[command(subcommand)]
+    Generate(super::generate::GenerateCommand),
 }
 
 #[derive(Subcommand)]

@@ -3,6 +3,7 @@
 
 mod analyze;
 mod args;
+mod generate;
 mod live;
 
 use std::fs;
@@ -34,6 +35,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Rules(RulesCommand::Check { path }) => rules_check(path.as_deref()),
         Command::Rules(RulesCommand::Match { rules, names }) => rules_match(rules.rules.as_deref(), &names),
         Command::Report(ReportCommand::Merge { reports, output }) => report_merge(&reports, &output),
+        Command::Generate(what) => generate::generate(what),
     }
 }
 
@@ -170,8 +172,10 @@ pub(crate) fn start_alerts(a: &AlertArgs, sensor: &str, state_dir: Option<&Path>
         return Ok(None);
     }
     let format: Format = a.alert_format.parse().map_err(anyhow::Error::msg)?;
-    let spool_dir =
-        a.spool_dir.clone().unwrap_or_else(|| state_dir.map_or_else(default_state_dir, Path::to_path_buf).join("spool"));
+    let spool_dir = a
+        .spool_dir
+        .clone()
+        .unwrap_or_else(|| state_dir.map_or_else(default_state_dir, Path::to_path_buf).join("spool"));
     let cfg = DeliveryConfig {
         format,
         facility: a.syslog_facility,

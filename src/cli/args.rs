@@ -36,6 +36,9 @@ pub(crate) enum Command {
     /// Check a configuration file, or print the effective configuration of `live`.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Generate man pages, shell completions or the default configuration file (for packaging).
+    #[command(subcommand)]
+    Generate(super::generate::GenerateCommand),
 }
 
 #[derive(Subcommand)]

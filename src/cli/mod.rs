@@ -4,6 +4,7 @@
 mod analyze;
 mod args;
 mod config;
+mod generate;
 mod live;
 
 use std::fs;
@@ -36,6 +37,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Report(ReportCommand::Merge { reports, output }) => report_merge(&reports, &output),
         Command::Config(ConfigCommand::Check { path }) => config::check(path.as_deref()),
         Command::Config(ConfigCommand::Show { path, options }) => config::show(path.as_deref(), &options),
+        Command::Generate(what) => generate::generate(what),
     }
 }
 

@@ -31,6 +31,7 @@ use crate::capture::libpcap::PcapSource;
 use crate::host::HostTable;
 use crate::observation::Observation;
 use crate::output::events::{Inputs, write_events};
+use crate::output::files::EventsOut;
 use crate::output::merge::add_values;
 use crate::output::report::{Report, RunInfo};
 use crate::pipeline::{Batch, Dispatcher, PacketSink, Reader, Stats};
@@ -127,7 +128,8 @@ pub type RulesLoader<'a> = &'a dyn Fn() -> Result<Rules, String>;
 
 /// What the sink needs besides packets.
 pub struct LiveOutputs<'a> {
-    pub events: Option<Box<dyn Write>>,
+    /// The events file (rotating, reopened on SIGHUP) or stdout.
+    pub events: Option<EventsOut>,
     /// Writes the report (the caller picks the format and writes atomically).
     pub write_report: Option<ReportWriter<'a>>,
     pub alerts: Option<(AlertEngine, Delivery)>,
@@ -267,6 +269,13 @@ pub fn run(
                     }
                     Err(e) => eprintln!("kavwatch: rules NOT reloaded, the old rules stay: {}", e.replace('\n', " ")),
                 },
+            }
+            // For logrotate: new lines go to a new file at the same path.
+            if let Some(Err(e)) = out.events.as_mut().map(EventsOut::reopen) {
+                eprintln!("kavwatch: SIGHUP: events file NOT reopened: {e}");
+            }
+            for e in out.alerts.as_ref().map(|(_, d)| d.reopen_files()).unwrap_or_default() {
+                eprintln!("kavwatch: SIGHUP: alert file NOT reopened: {e}");
             }
         }
         let rules_now = shared.get();
@@ -802,6 +811,9 @@ impl Sink {
                 }),
             );
             m.insert("hosts_evicted".into(), self.table.hosts_evicted.into());
+            if let Some((rotations, bytes)) = out.events.as_ref().and_then(EventsOut::file_stats) {
+                m.insert("events_file".into(), serde_json::json!({"rotations": rotations, "bytes": bytes}));
+            }
             m.insert("attribution".into(), serde_json::to_value(&self.attributor.stats).expect("stats serialise"));
             m.insert("ksc".into(), serde_json::to_value(&self.attributor.ksc.stats).expect("stats serialise"));
             m.insert("dhcp".into(), serde_json::to_value(&self.attributor.leases.stats).expect("stats serialise"));

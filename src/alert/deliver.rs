@@ -6,7 +6,8 @@
 //!   (RFC 6587), TLS per RFC 5425. While the collector is unreachable records go to the
 //!   destination's [`Spool`] and are sent in order once it is back (reconnecting with
 //!   exponential backoff and jitter); the spool outlives the process.
-//! - `file:PATH`: one record per line, rotated by size.
+//! - `file:PATH`: one record per line, rotated by size ([`RotatingFile`]), reopened on SIGHUP
+//!   ([`Delivery::reopen_files`], for logrotate).
 //!
 //! TCP does not say what the peer has read. Before each write the socket is checked for a
 //! close from the collector, records sent in the last seconds before a lost connection are sent

@@ -29,6 +29,8 @@ fn non_default_values(d: &Path) -> Vec<(&'static str, Vec<String>)> {
         ("rules", one(&p("rules.toml"))),
         ("cutoff", one("2024-09-29T04:00:00Z")),
         ("events", one(&p("events.json"))),
+        ("events-max-bytes", one("5000000")),
+        ("events-keep", one("9")),
         ("report", one(&p("report.html"))),
         ("report-interval", one("5m")),
         ("stats-interval", one("2h")),

@@ -6,7 +6,8 @@
 //!   (RFC 6587), TLS per RFC 5425. While the collector is unreachable records go to the
 //!   destination's [`Spool`] and are sent in order once it is back (reconnecting with
 //!   exponential backoff and jitter); the spool outlives the process.
-//! - `file:PATH`: one record per line, rotated by size.
+//! - `file:PATH`: one record per line, rotated by size ([`RotatingFile`]), reopened on SIGHUP
+//!   ([`Delivery::reopen_files`], for logrotate).
 //!
 //! TCP does not say what the peer has read. Before each write the socket is checked for a
 //! close from the collector, records sent in the last seconds before a lost connection are sent
@@ -15,7 +16,6 @@
 //! reading everything.
 
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -31,6 +31,7 @@ use serde::Serialize;
 use super::Alert;
 use super::format::{self, Format};
 use super::spool::Spool;
+use crate::output::files::RotatingFile;
 
 /// Records sent this long before a connection was found lost are sent again.
 const RESEND_WINDOW: Duration = Duration::from_secs(3);
@@ -124,8 +125,14 @@ pub struct DestStats {
     pub last_error: Option<String>,
 }
 
+/// The queue of a destination's thread.
+enum DestTx {
+    Stream(Sender<String>),
+    File(Sender<FileMsg>),
+}
+
 struct Dest {
-    tx: Option<Sender<String>>,
+    tx: Option<DestTx>,
     stats: Arc<Mutex<DestStats>>,
     handle: Option<JoinHandle<()>>,
     target: Target,
@@ -135,6 +142,15 @@ struct Dest {
 pub struct Delivery {
     dests: Vec<Dest>,
     cfg: DeliveryConfig,
+}
+
+impl Dest {
+    fn target_name(&self) -> String {
+        match &self.target {
+            Target::File(p) => p.display().to_string(),
+            Target::Udp(a) | Target::Tcp(a) | Target::Tls(a) => a.clone(),
+        }
+    }
 }
 
 fn lock(s: &Mutex<DestStats>) -> std::sync::MutexGuard<'_, DestStats> {
@@ -153,7 +169,8 @@ impl Delivery {
             let target = Target::parse(url)?;
             let setup = |msg: String| DeliverError::Setup { url: url.clone(), msg };
             let stats = Arc::new(Mutex::new(DestStats { destination: url.clone(), ..DestStats::default() }));
-            let (tx, rx) = bounded::<String>(QUEUE);
+            let (stx, rx) = bounded::<String>(QUEUE);
+            let mut tx = DestTx::Stream(stx);
             let st = stats.clone();
             let handle = match &target {
                 Target::Udp(addr) => {
@@ -177,7 +194,9 @@ impl Delivery {
                 Target::File(path) => {
                     let f = RotatingFile::open(path, cfg.file_max_bytes, cfg.file_keep)
                         .map_err(|e| setup(format!("{}: {e}", path.display())))?;
-                    std::thread::spawn(move || file_loop(rx, f, st))
+                    let (ftx, frx) = bounded::<FileMsg>(QUEUE);
+                    tx = DestTx::File(ftx);
+                    std::thread::spawn(move || file_loop(frx, f, st))
                 }
             };
             dests.push(Dest { tx: Some(tx), stats, handle: Some(handle), target });
@@ -194,19 +213,46 @@ impl Delivery {
         let body = format::render(a, self.cfg.format, env!("CARGO_PKG_VERSION"));
         let syslog = format::to_syslog(a, &body, self.cfg.facility, &self.cfg.hostname, std::process::id());
         for d in &self.dests {
-            let rec = match d.target {
-                Target::File(_) => body.clone(),
-                _ => syslog.clone(),
+            let queued = match &d.tx {
+                Some(DestTx::File(tx)) => {
+                    tx.send_timeout(FileMsg::Record(body.clone()), Duration::from_secs(1)).is_ok()
+                }
+                Some(DestTx::Stream(tx)) => tx.send_timeout(syslog.clone(), Duration::from_secs(1)).is_ok(),
+                None => true,
             };
-            if let Some(tx) = &d.tx
-                && tx.send_timeout(rec, Duration::from_secs(1)).is_err()
-            {
+            if !queued {
                 // Only when the destination's thread is stuck on its disk for a second.
                 let mut s = lock(&d.stats);
                 s.dropped += 1;
                 s.last_error = Some("queue full".into());
             }
         }
+    }
+
+    /// Makes every file destination close and reopen its file (SIGHUP, after logrotate moved
+    /// it), after the records already queued, and waits for them (a few seconds at most).
+    /// Returns one message per destination that failed.
+    pub fn reopen_files(&self) -> Vec<String> {
+        let mut waiting = Vec::new();
+        let mut failed = Vec::new();
+        for d in &self.dests {
+            if let Some(DestTx::File(tx)) = &d.tx {
+                let (rtx, rrx) = bounded(1);
+                match tx.send_timeout(FileMsg::Reopen(rtx), Duration::from_secs(2)) {
+                    Ok(()) => waiting.push((d.target_name(), rrx)),
+                    Err(_) => failed.push(format!("{}: its queue is stuck", d.target_name())),
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (name, rrx) in waiting {
+            match rrx.recv_deadline(deadline) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failed.push(format!("{name}: {e}")),
+                Err(_) => failed.push(format!("{name}: no answer in time")),
+            }
+        }
+        failed
     }
 
     pub fn stats(&self) -> Vec<DestStats> {
@@ -265,62 +311,48 @@ fn udp_loop(rx: Receiver<String>, sock: UdpSocket, addr: &str, stats: Arc<Mutex<
     }
 }
 
-/// A file of records, renamed to PATH.1 (PATH.1 to PATH.2, ...) when it would pass `max_bytes`.
-struct RotatingFile {
-    path: PathBuf,
-    file: File,
-    size: u64,
-    max_bytes: u64,
-    keep: u32,
+/// What the thread of a file destination is given.
+enum FileMsg {
+    Record(String),
+    /// Reopen PATH (SIGHUP, after logrotate moved it); the result goes back.
+    Reopen(Sender<io::Result<()>>),
 }
 
-impl RotatingFile {
-    fn open(path: &Path, max_bytes: u64, keep: u32) -> io::Result<RotatingFile> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        let size = file.metadata()?.len();
-        Ok(RotatingFile { path: path.to_path_buf(), file, size, max_bytes: max_bytes.max(1), keep })
-    }
-
-    fn rotated(&self, n: u32) -> PathBuf {
-        let mut p = self.path.clone().into_os_string();
-        p.push(format!(".{n}"));
-        p.into()
-    }
-
-    fn write(&mut self, rec: &str) -> io::Result<()> {
-        let need = rec.len() as u64 + 1;
-        if self.size > 0 && self.size + need > self.max_bytes {
-            if self.keep == 0 {
-                fs::remove_file(&self.path)?;
-            } else {
-                for n in (1..self.keep).rev() {
-                    let _ = fs::rename(self.rotated(n), self.rotated(n + 1));
-                }
-                fs::rename(&self.path, self.rotated(1))?;
-            }
-            self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
-            self.size = 0;
-        }
-        self.file.write_all(format!("{rec}\n").as_bytes())?;
-        self.size += need;
-        Ok(())
-    }
-}
-
-fn file_loop(rx: Receiver<String>, mut f: RotatingFile, stats: Arc<Mutex<DestStats>>) {
-    for rec in rx {
-        let r = f.write(&rec);
+fn file_loop(rx: Receiver<FileMsg>, mut f: RotatingFile, stats: Arc<Mutex<DestStats>>) {
+    let fail = |e: io::Error, lost: u64| {
         let mut s = lock(&stats);
-        match r {
-            Ok(()) => s.sent += 1,
-            Err(e) => {
-                s.errors += 1;
-                s.dropped += 1;
-                s.last_error = Some(e.to_string());
+        s.errors += 1;
+        s.dropped += lost;
+        s.last_error = Some(e.to_string());
+    };
+    let mut held = 0;
+    for m in rx.iter() {
+        match m {
+            FileMsg::Record(rec) => match f.write_line(rec.as_bytes()) {
+                Ok(()) => held += 1,
+                Err(e) => fail(e, 1),
+            },
+            FileMsg::Reopen(reply) => {
+                let r = f.reopen();
+                if let Err(e) = &r {
+                    fail(io::Error::new(e.kind(), format!("reopening {}: {e}", f.path().display())), 0);
+                }
+                let _ = reply.send(r);
             }
         }
+        // Out to the file once the queue is empty (records batch up only while it is busy).
+        if rx.is_empty() && held > 0 {
+            match f.flush() {
+                Ok(()) => lock(&stats).sent += held,
+                Err(e) => fail(e, held),
+            }
+            held = 0;
+        }
     }
-    let _ = f.file.sync_data();
+    match f.sync() {
+        Ok(()) => lock(&stats).sent += held,
+        Err(e) => fail(e, held),
+    }
 }
 
 /// A plain or TLS stream to a collector.
@@ -657,23 +689,5 @@ mod tests {
         {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn rotates_files_by_size() {
-        let d = std::env::temp_dir().join(format!("kavwatch-rotate-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        let p = d.join("alerts.json");
-        let mut f = RotatingFile::open(&p, 100, 2).unwrap();
-        for i in 0..10 {
-            f.write(&format!("{i:039}")).unwrap();
-        }
-        // 40 bytes per line, 2 per file: 10 lines -> current + .1 + .2 hold the last 6.
-        let read = |p: &Path| fs::read_to_string(p).unwrap();
-        assert_eq!(read(&p).lines().count(), 2);
-        assert!(read(&p).ends_with(&format!("{:039}\n", 9)));
-        assert!(read(&f.rotated(2)).starts_with(&format!("{:039}\n", 4)));
-        assert!(!f.rotated(3).exists());
     }
 }

@@ -3,10 +3,12 @@
 //! destination's directory; a segment is deleted once sent. Bounded: past `max_bytes` the
 //! oldest segments go, and their records are counted as dropped.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+
+use crate::output::files;
 
 const SEGMENT_BYTES: u64 = 1 << 20;
 
@@ -27,10 +29,12 @@ fn seg_name(n: u64) -> String {
 }
 
 impl Spool {
-    /// Opens (creating) the spool directory and finds the records a previous run left.
+    /// Opens (creating, mode 0750) the spool directory and finds the records a previous run
+    /// left. Its files are opened without following links (mode 0640), and a link planted in
+    /// it is not read.
     pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Spool> {
-        fs::create_dir_all(dir)?;
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("lock"))?;
+        files::create_dir(dir)?;
+        let lock = files::open_append(&dir.join("lock"))?;
         // SAFETY: flock on a valid open descriptor.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(io::Error::other(format!("spool {} is in use by another kavwatch", dir.display())));
@@ -38,17 +42,21 @@ impl Spool {
         let mut segments = Vec::new();
         for e in fs::read_dir(dir)? {
             let e = e?;
+            if !e.file_type()?.is_file() {
+                continue;
+            }
             let name = e.file_name();
             let Some(n) = name.to_str().and_then(|s| s.strip_suffix(".spool")).and_then(|s| s.parse::<u64>().ok())
             else {
                 continue;
             };
-            let mut bytes = fs::read(e.path())?;
+            let mut bytes = Vec::new();
+            files::open_read(&e.path())?.read_to_end(&mut bytes)?;
             // A run that died mid-write leaves half a record: cut it, never send it.
             let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
             if whole < bytes.len() {
                 bytes.truncate(whole);
-                fs::write(e.path(), &bytes)?;
+                files::write_atomic(&e.path(), &bytes, true)?;
             }
             let records = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
             segments.push((n, bytes.len() as u64, records));
@@ -84,7 +92,7 @@ impl Spool {
         };
         if start_new {
             let n = self.segments.last().map_or(1, |s| s.0 + 1);
-            let f = OpenOptions::new().create(true).append(true).open(self.dir.join(seg_name(n)))?;
+            let f = files::open_append(&self.dir.join(seg_name(n)))?;
             self.writer = Some(f);
             self.segments.push((n, 0, 0));
         }
@@ -120,7 +128,7 @@ impl Spool {
         let Some(&(n, _, _)) = self.segments.first() else {
             return Ok(Vec::new());
         };
-        let f = BufReader::new(File::open(self.dir.join(seg_name(n)))?);
+        let f = BufReader::new(files::open_read(&self.dir.join(seg_name(n)))?);
         f.lines().skip(self.sent_in_oldest as usize).take(max).collect()
     }
 

@@ -237,7 +237,7 @@ pub(crate) struct AlertArgs {
     /// Spool bound per destination; past it the oldest alerts are dropped (and counted).
     #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
     pub(crate) spool_max_bytes: u64,
-    /// file: destinations are rotated past this size (PATH.1 ... PATH.5).
+    /// file: destinations are rotated past this size (PATH.1 ... PATH.5; 0: never).
     #[arg(long, value_name = "BYTES", default_value_t = 100 << 20)]
     pub(crate) alert_file_max_bytes: u64,
     /// At the end of a run, how long to keep trying an unreachable collector before leaving alerts in the spool.
@@ -294,9 +294,17 @@ pub(crate) struct LiveArgs {
     /// Override the rules' cutoff instant (RFC 3339).
     #[arg(long, value_name = "RFC3339")]
     pub(crate) cutoff: Option<String>,
-    /// Write one JSON line per observation to PATH as they happen (- for stdout).
+    /// Write one JSON line per observation to PATH as they happen (- for stdout). The file
+    /// rotates by size (--events-max-bytes) and is reopened on SIGHUP (for logrotate).
     #[arg(long, value_name = "PATH")]
     pub(crate) events: Option<PathBuf>,
+    /// Rotate the --events file past this size: PATH to PATH.1, PATH.1 to PATH.2, ... (never
+    /// cutting a line; 0: never rotate).
+    #[arg(long, value_name = "BYTES", default_value_t = 100 << 20)]
+    pub(crate) events_max_bytes: u64,
+    /// Rotated --events files kept (PATH.1 ... PATH.N; 0: the old file is deleted).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub(crate) events_keep: u32,
     /// Rewrite the host report at PATH (JSON, or CSV / HTML by extension) atomically, every
     /// --report-interval and at exit.
     #[arg(long, value_name = "PATH")]

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 
 use kavwatch::alert::engine::{AlertEngine, EngineConfig};
 use kavwatch::live::{Control, Engine, LiveOptions, LiveOutputs, Reload, open_sources};
+use kavwatch::output::files::EventsOut;
 use kavwatch::output::report::Report;
 use kavwatch::rules::load::load;
 use kavwatch::rules::matcher::Rules;
@@ -54,7 +55,14 @@ pub(crate) fn live(a: LiveArgs, reread: Option<Reread>) -> Result<ExitCode> {
         duration: a.duration,
         decode: a.decap.config()?,
     };
-    let events = a.events.as_deref().map(create).transpose()?;
+    let events = a
+        .events
+        .as_deref()
+        .map(|p| {
+            EventsOut::open(p, a.events_max_bytes, a.events_keep)
+                .with_context(|| format!("cannot create {}", p.display()))
+        })
+        .transpose()?;
     let delivery = start_alerts(&a.alerts, &sensor, a.state_dir.as_deref())?;
     let sources = open_sources(&opts)?;
     if let Some(user) = &a.user {

@@ -20,6 +20,7 @@ use args::*;
 
 use kavwatch::alert::deliver::{Delivery, DeliveryConfig};
 use kavwatch::alert::format::Format;
+use kavwatch::output::files;
 use kavwatch::output::html::to_html;
 use kavwatch::output::merge::merge;
 use kavwatch::output::report::Report;
@@ -80,7 +81,7 @@ pub(crate) fn create(path: &Path) -> Result<Box<dyn Write>> {
     if path.as_os_str() == "-" {
         return Ok(Box::new(io::BufWriter::new(io::stdout().lock())));
     }
-    let f = fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let f = files::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     Ok(Box::new(io::BufWriter::new(f)))
 }
 
@@ -93,22 +94,22 @@ pub(crate) fn render(report: &Report, path: &Path) -> String {
     }
 }
 
+/// Writes a whole file atomically ([`files::write_atomic`]); "-" is stdout.
 pub(crate) fn write_file(path: &Path, text: &str) -> Result<()> {
-    let mut w = create(path)?;
-    w.write_all(text.as_bytes()).and_then(|_| w.flush()).with_context(|| format!("writing {}", path.display()))
+    if path.as_os_str() == "-" {
+        let mut w = io::stdout().lock();
+        return w.write_all(text.as_bytes()).and_then(|_| w.flush()).context("writing to stdout");
+    }
+    files::write_atomic(path, text.as_bytes(), true).with_context(|| format!("cannot create {}", path.display()))
 }
 
-/// Writes next to the target, then renames: a reader never sees half a report.
+/// Writes under a temporary name, then renames: a reader never sees half a report, and a link
+/// planted in the directory is never followed ([`files::write_atomic`]).
 pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<(), String> {
     if path.as_os_str() == "-" {
         return Ok(());
     }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp.{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    fs::write(&tmp, text)
-        .and_then(|_| fs::rename(&tmp, path))
-        .map_err(|e| format!("writing report {}: {e}", path.display()))
+    files::write_atomic(path, text.as_bytes(), true).map_err(|e| format!("writing report {}: {e}", path.display()))
 }
 
 /// Drops root for NAME (its uid, gid, no supplementary groups).

@@ -29,6 +29,7 @@ use crate::attribution::LIVE_HOLD_NS;
 use crate::capture::afpacket::{AfPacketSocket, LiveError, RingConfig, SocketStats, compile_bpf};
 use crate::capture::libpcap::PcapSource;
 use crate::observation::Observation;
+use crate::output::files::EventsOut;
 use crate::output::report::Report;
 use crate::pipeline::{Batch, Dispatcher, Stats};
 use crate::rules::matcher::Rules;
@@ -138,7 +139,8 @@ pub struct Reload {
 
 /// What the sink needs besides packets.
 pub struct LiveOutputs<'a> {
-    pub events: Option<Box<dyn Write>>,
+    /// The events file (rotating, reopened on SIGHUP) or stdout.
+    pub events: Option<EventsOut>,
     /// Writes the report (the caller picks the format and writes atomically).
     pub write_report: Option<ReportWriter<'a>>,
     pub alerts: Option<(AlertEngine, Delivery)>,
@@ -295,6 +297,13 @@ pub fn run(
                         engine.set_policy(interval_ns, all);
                     }
                 }
+            }
+            // For logrotate: new lines go to a new file at the same path.
+            if let Some(Err(e)) = out.events.as_mut().map(EventsOut::reopen) {
+                eprintln!("kavwatch: SIGHUP: events file NOT reopened: {e}");
+            }
+            for e in out.alerts.as_ref().map(|(_, d)| d.reopen_files()).unwrap_or_default() {
+                eprintln!("kavwatch: SIGHUP: alert file NOT reopened: {e}");
             }
         }
         let rules_now = shared.get();

@@ -2,6 +2,7 @@
 //! writes events, raises alerts, keeps every thread's counters and builds the report.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::time::Duration;
 
 use super::{InterfaceStats, LiveOptions, LiveOutputs, Msg};
@@ -11,6 +12,7 @@ use crate::capture::afpacket::SocketStats;
 use crate::host::HostTable;
 use crate::observation::Observation;
 use crate::output::events::{Inputs, write_events};
+use crate::output::files::EventsOut;
 use crate::output::merge::add_values;
 use crate::output::report::{Report, RunInfo};
 use crate::pipeline::Stats;
@@ -207,6 +209,9 @@ impl Sink {
                 }),
             );
             m.insert("hosts_evicted".into(), self.table.hosts_evicted.into());
+            if let Some((rotations, bytes)) = out.events.as_ref().and_then(EventsOut::file_stats) {
+                m.insert("events_file".into(), serde_json::json!({"rotations": rotations, "bytes": bytes}));
+            }
             m.insert("attribution".into(), serde_json::to_value(&self.attributor.stats).expect("stats serialise"));
             m.insert("ksc".into(), serde_json::to_value(&self.attributor.ksc.stats).expect("stats serialise"));
             m.insert("dhcp".into(), serde_json::to_value(&self.attributor.leases.stats).expect("stats serialise"));

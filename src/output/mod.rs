@@ -2,6 +2,7 @@
 //! printable ASCII (see `proto::name`); each format adds only its own quoting.
 
 pub mod events;
+pub mod files;
 pub mod html;
 pub mod merge;
 pub mod report;

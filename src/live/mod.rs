@@ -131,6 +131,8 @@ pub struct LiveOutputs<'a> {
     pub alerts: Option<(AlertEngine, Delivery)>,
     /// Loads the rules again (SIGHUP); `None` when they cannot change (the built-in rules).
     pub reload: Option<RulesLoader<'a>>,
+    /// `--metrics`: the server's published text, refreshed when a scrape wants it.
+    pub metrics: Option<crate::metrics::Exporter>,
 }
 
 /// Flags set by signal handlers.
@@ -235,6 +237,9 @@ pub fn run(
     let mut last_report = Instant::now();
     let mut last_tick = Instant::now();
     let mut stopping = false;
+    if let Some(m) = &out.metrics {
+        m.published.publish(crate::metrics::render_live(&sink.metrics(opts, m, &shared, &out)));
+    }
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(m) => sink.take(m, &mut out)?,
@@ -256,14 +261,19 @@ pub fn run(
                 None => {
                     eprintln!("kavwatch: SIGHUP: the built-in rules cannot change; start with --rules PATH to reload")
                 }
-                Some(load) => match load() {
-                    Ok(r) => {
+                Some(load) => match (Instant::now(), load()) {
+                    (t, Ok(r)) => {
+                        if let Some(m) = out.metrics.as_mut() {
+                            m.rules_loaded(t.elapsed());
+                        }
                         let n = r.set.rules.len();
                         *shared.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(r);
                         shared.generation.fetch_add(1, Ordering::Relaxed);
                         eprintln!("kavwatch: rules reloaded: {n} rules");
                     }
-                    Err(e) => eprintln!("kavwatch: rules NOT reloaded, the old rules stay: {}", e.replace('\n', " ")),
+                    (_, Err(e)) => {
+                        eprintln!("kavwatch: rules NOT reloaded, the old rules stay: {}", e.replace('\n', " "))
+                    }
                 },
             }
         }
@@ -289,6 +299,9 @@ pub fn run(
                 w(&sink.report(opts, &shared.get(), &out))?;
             }
         }
+        if let Some(m) = out.metrics.as_ref().filter(|m| m.published.wanted()) {
+            m.published.publish(crate::metrics::render_live(&sink.metrics(opts, m, &shared, &out)));
+        }
     }
     for h in handles {
         let _ = h.join();
@@ -313,6 +326,13 @@ pub fn run(
     }
     eprintln!("{}", sink.stats_line(last_stats.elapsed(), alerts_line));
     let mut report = sink.report(opts, &shared.get(), &out);
+    if let Some(m) = &out.metrics {
+        let mut snap = sink.metrics(opts, m, &shared, &out);
+        if let Some(a) = &final_alerts {
+            snap.set_alerts(a.engine.raised, &a.destinations.values().cloned().collect::<Vec<_>>());
+        }
+        m.published.publish(crate::metrics::render_live(&snap));
+    }
     if let Some(a) = final_alerts {
         report.stats["alerts"] = serde_json::to_value(a).expect("alert stats serialise");
     }

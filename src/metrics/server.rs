@@ -132,9 +132,13 @@ fn is_token(s: &[u8]) -> bool {
     !s.is_empty() && s.iter().all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// Routes a whole request head (request line, headers, blank line).
+/// Routes a whole request head (request line, headers, blank line, nothing after it).
 pub fn route(head: &[u8]) -> Route {
-    let mut lines = head.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    if head_end(head) != Some(head.len()) {
+        return Route::BadRequest;
+    }
+    let lines = head.strip_suffix(b"\n\r\n").or_else(|| head.strip_suffix(b"\n\n")).unwrap_or(head);
+    let mut lines = lines.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let Some(request_line) = lines.next() else { return Route::BadRequest };
     let mut parts = request_line.split(|&b| b == b' ');
     let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
@@ -148,26 +152,12 @@ pub fn route(head: &[u8]) -> Route {
     {
         return Route::BadRequest;
     }
-    // Header lines: NAME ":" VALUE, no control characters but tab; then one blank line.
-    let mut ended = false;
+    // Header lines: NAME ":" VALUE, no control characters but tab.
     for line in lines {
-        if ended {
-            if !line.is_empty() {
-                return Route::BadRequest;
-            }
-            continue;
-        }
-        if line.is_empty() {
-            ended = true;
-            continue;
-        }
         let Some(colon) = line.iter().position(|&b| b == b':') else { return Route::BadRequest };
         if !is_token(&line[..colon]) || line[colon + 1..].iter().any(|&b| b.is_ascii_control() && b != b'\t') {
             return Route::BadRequest;
         }
-    }
-    if !ended {
-        return Route::BadRequest;
     }
     let path = target.split(|&b| b == b'?').next().unwrap_or_default();
     match (method, path) {
@@ -201,7 +191,7 @@ pub fn read_head<R: Read>(
                 buf.extend_from_slice(&chunk[..n]);
                 if let Some(end) = head_end(&buf[from..]) {
                     buf.truncate(from + end);
-                    return Ok(buf);
+                    return if buf.len() > MAX_HEAD { Err(()) } else { Ok(buf) };
                 }
                 if buf.len() > MAX_HEAD {
                     return Err(());
@@ -323,6 +313,8 @@ mod tests {
         assert_eq!(route(b"GET /metrics HTTP/1.1\r\nno colon\r\n\r\n"), Route::BadRequest);
         assert_eq!(route(b"GET /metrics HTTP/1.1\r\n"), Route::BadRequest);
         assert_eq!(route(b"\x00\x01"), Route::BadRequest);
+        assert_eq!(route(b"GET /metrics HTTP/1.1\r\n\r\nX: y\r\n\r\n"), Route::BadRequest);
+        assert_eq!(route(b"\n\n"), Route::BadRequest);
     }
 
     #[test]

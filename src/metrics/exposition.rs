@@ -133,6 +133,9 @@ impl Out {
     }
 }
 
+/// A per-destination alert family: name, type, help, and its value.
+type DestFamily = (&'static str, &'static str, &'static str, fn(&AlertDestMetrics) -> u64);
+
 /// The snapshot in the text exposition format 0.0.4.
 pub fn render_live(s: &LiveSnapshot) -> String {
     let mut o = Out(String::with_capacity(4096));
@@ -235,7 +238,7 @@ pub fn render_live(s: &LiveSnapshot) -> String {
     if let Some(raised) = s.alerts_raised {
         o.one("kavwatch_alerts_raised_total", c, "Alerts raised.", &raised.to_string());
     }
-    let dests: [(&str, &str, &str, fn(&AlertDestMetrics) -> u64); 5] = [
+    let dests: [DestFamily; 5] = [
         ("kavwatch_alerts_sent_total", c, "Alert records written to the destination.", |d| d.sent),
         (
             "kavwatch_alerts_spooled_total",

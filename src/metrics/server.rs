@@ -167,38 +167,38 @@ pub fn route(head: &[u8]) -> Route {
     }
 }
 
-/// Reads a request head: `Ok(head)` once its blank line came, `Err(())` when it is longer than
+/// Reads a request head: `Some(head)` once its blank line came, `None` when it is longer than
 /// [`MAX_HEAD`], the client closed first, or (a stream with timeouts) the time ran out.
 /// `before_read` is told the time left before each read (a socket sets its read timeout).
 pub fn read_head<R: Read>(
     r: &mut R,
     deadline: Instant,
     mut before_read: impl FnMut(&mut R, Duration) -> io::Result<()>,
-) -> Result<Vec<u8>, ()> {
+) -> Option<Vec<u8>> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() || before_read(r, left).is_err() {
-            return Err(());
+            return None;
         }
         let want = chunk.len().min(MAX_HEAD + 1 - buf.len());
         match r.read(&mut chunk[..want]) {
-            Ok(0) => return Err(()),
+            Ok(0) => return None,
             Ok(n) => {
                 // Only the new bytes (and the 3 before them) can complete the blank line.
                 let from = buf.len().saturating_sub(3);
                 buf.extend_from_slice(&chunk[..n]);
                 if let Some(end) = head_end(&buf[from..]) {
                     buf.truncate(from + end);
-                    return if buf.len() > MAX_HEAD { Err(()) } else { Ok(buf) };
+                    return (buf.len() <= MAX_HEAD).then_some(buf);
                 }
                 if buf.len() > MAX_HEAD {
-                    return Err(());
+                    return None;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Err(()),
+            Err(_) => return None,
         }
     }
 }
@@ -228,8 +228,8 @@ fn handle(mut s: TcpStream, published: &Published) {
     let _ = s.set_write_timeout(Some(READ_TIMEOUT));
     let deadline = Instant::now() + READ_TIMEOUT;
     let route = match read_head(&mut s, deadline, |s, left| s.set_read_timeout(Some(left))) {
-        Ok(head) => self::route(&head),
-        Err(()) => Route::BadRequest,
+        Some(head) => self::route(&head),
+        None => Route::BadRequest,
     };
     let counter = match route {
         Route::Metrics { .. } => &published.ok,
@@ -323,8 +323,8 @@ mod tests {
         let h = read_head(&mut r, Instant::now() + READ_TIMEOUT, |_, _| Ok(())).unwrap();
         assert_eq!(h, b"GET /metrics HTTP/1.1\r\nA: b\r\n\r\n");
         let big = [b'a'; MAX_HEAD + 10];
-        assert!(read_head(&mut &big[..], Instant::now() + READ_TIMEOUT, |_, _| Ok(())).is_err());
-        assert!(read_head(&mut &b"GET / HTTP/1.1\r\n"[..], Instant::now() + READ_TIMEOUT, |_, _| Ok(())).is_err());
+        assert!(read_head(&mut &big[..], Instant::now() + READ_TIMEOUT, |_, _| Ok(())).is_none());
+        assert!(read_head(&mut &b"GET / HTTP/1.1\r\n"[..], Instant::now() + READ_TIMEOUT, |_, _| Ok(())).is_none());
     }
 
     #[test]

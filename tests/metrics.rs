@@ -216,12 +216,15 @@ fn prometheus_scrapes_live_and_the_counters_equal_the_report() {
     let (ev, rep) = (d.join("events.json"), d.join("report.json"));
     let alerts = format!("file:{}", d.join("alerts.json").display());
     let metrics = format!("127.0.0.1:{METRICS_PORT}");
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/kaspersky.toml");
     let live = Live::start(
         &ns,
         &d,
         &[
             "--metrics",
             &metrics,
+            "--rules",
+            rules.to_str().unwrap(),
             "--alert",
             &alerts,
             "--workers",
@@ -249,6 +252,9 @@ fn prometheus_scrapes_live_and_the_counters_equal_the_report() {
         h.join().unwrap();
     });
     ns.replay(&files, &["--pps", "400"]);
+    // A rules reload shows in the generation.
+    live.signal(libc::SIGHUP);
+    live.wait_stderr("rules reloaded", Duration::from_secs(5));
 
     // The endpoint answers, its text passes promtool, and it settles once the last packets are in.
     let watched =
@@ -288,6 +294,9 @@ fn prometheus_scrapes_live_and_the_counters_equal_the_report() {
         "{body}"
     );
     let s = samples(&body);
+    assert_eq!(s["kavwatch_rules_generation"], 1.0, "{body}");
+    assert!(s["kavwatch_rules"] > 10.0, "{body}");
+    assert!(s["kavwatch_rules_loaded_timestamp_seconds"] > s["kavwatch_start_time_seconds"], "{body}");
     assert!(s["kavwatch_metrics_connections_rejected_total"] >= 16.0, "{body}");
     assert!(s["kavwatch_metrics_requests_total{code=\"400\"}"] >= 6.0, "{body}");
     assert!(s["kavwatch_metrics_requests_total{code=\"404\"}"] >= 1.0, "{body}");

@@ -256,24 +256,23 @@ pub fn run(
             stopping = true;
             stop_capture.store(true, Ordering::Relaxed);
         }
+        let reload_asked = Instant::now();
         if control.reload.swap(false, Ordering::Relaxed) {
             match out.reload {
                 None => {
                     eprintln!("kavwatch: SIGHUP: the built-in rules cannot change; start with --rules PATH to reload")
                 }
-                Some(load) => match (Instant::now(), load()) {
-                    (t, Ok(r)) => {
+                Some(load) => match load() {
+                    Ok(r) => {
                         if let Some(m) = out.metrics.as_mut() {
-                            m.rules_loaded(t.elapsed());
+                            m.rules_loaded(reload_asked.elapsed());
                         }
                         let n = r.set.rules.len();
                         *shared.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(r);
                         shared.generation.fetch_add(1, Ordering::Relaxed);
                         eprintln!("kavwatch: rules reloaded: {n} rules");
                     }
-                    (_, Err(e)) => {
-                        eprintln!("kavwatch: rules NOT reloaded, the old rules stay: {}", e.replace('\n', " "))
-                    }
+                    Err(e) => eprintln!("kavwatch: rules NOT reloaded, the old rules stay: {}", e.replace('\n', " ")),
                 },
             }
         }

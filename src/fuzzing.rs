@@ -215,3 +215,54 @@ pub fn decap(data: &[u8]) {
         (a, b) => panic!("decode_with {a:?} but decode {b:?}"),
     }
 }
+
+/// The metrics server's request reading and routing (`live --metrics`): any bytes, arriving in
+/// pieces whose size the first byte picks, as a socket may hand them over. The head read ends
+/// at the first blank line, is never longer than `MAX_HEAD`, and routes as it would whole; a
+/// label value made of the bytes escapes to one line that reads back as it was.
+pub fn metrics_request(data: &[u8]) {
+    use crate::metrics::escape_label;
+    use crate::metrics::server::{MAX_HEAD, Route, head_end, read_head, response, route};
+    struct Pieces<'a>(&'a [u8], usize);
+    impl std::io::Read for Pieces<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+    let step = data.first().map_or(1, |b| usize::from(*b % 64) + 1);
+    let far = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+    let first_end = head_end(data);
+    match read_head(&mut Pieces(data, step), far, |_, _| Ok(())) {
+        Some(head) => {
+            assert!(head.len() <= MAX_HEAD && data.starts_with(&head));
+            assert_eq!(first_end, Some(head.len()), "the head ends at the first blank line");
+            let r = route(&head);
+            if let Route::Metrics { head_only } = r {
+                assert!(head.starts_with(if head_only { b"HEAD /metrics" } else { b"GET /metrics" }));
+            }
+            let answer = response(r, "kavwatch_up 1\n");
+            assert!(answer.starts_with(b"HTTP/1.1 ") && head_end(&answer).is_some());
+        }
+        None => assert!(first_end.is_none_or(|e| e > MAX_HEAD), "a whole head of {first_end:?} bytes refused"),
+    }
+    let value = String::from_utf8_lossy(data);
+    let escaped = escape_label(&value);
+    assert!(!escaped.contains('\n'));
+    let mut back = String::new();
+    let mut chars = escaped.chars();
+    while let Some(c) = chars.next() {
+        back.push(match (c, c == '\\') {
+            (_, true) => match chars.next() {
+                Some('n') => '\n',
+                Some(c @ ('\\' | '"')) => c,
+                other => panic!("bad escape {other:?} in {escaped:?}"),
+            },
+            ('"', false) => panic!("an unescaped quote in {escaped:?}"),
+            (c, false) => c,
+        });
+    }
+    assert_eq!(back, value);
+}

@@ -338,6 +338,10 @@ pub(crate) struct LiveArgs {
     /// A DNS resolver of yours (IP or CIDR, repeatable); others are found by seeing them answer.
     #[arg(long = "resolver", value_name = "IP|CIDR", value_parser = parse_net)]
     pub(crate) resolvers: Vec<IpNet>,
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (bind a management address: there is
+    /// no authentication).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub(crate) metrics: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub(crate) alerts: AlertArgs,
     #[command(flatten)]

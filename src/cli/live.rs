@@ -29,7 +29,9 @@ pub(crate) fn live(a: LiveArgs, reread: Option<Reread>) -> Result<ExitCode> {
     }
     signal_hook::flag::register(signal_hook::consts::SIGHUP, control.reload.clone())
         .context("installing signal handlers")?;
+    let rules_started = std::time::Instant::now();
     let rules = Arc::new(load_rules(a.rules.rules.as_deref())?);
+    let rules_load = rules_started.elapsed();
     let cutoff_override = parse_cutoff(a.cutoff.as_deref())?;
     let sensor = a.sensor_name.clone().unwrap_or_else(default_sensor_name);
     contain::set_sample_dir(a.state_dir.clone().unwrap_or_else(contain::default_state_dir));
@@ -64,6 +66,16 @@ pub(crate) fn live(a: LiveArgs, reread: Option<Reread>) -> Result<ExitCode> {
         })
         .transpose()?;
     let delivery = start_alerts(&a.alerts, &sensor, a.state_dir.as_deref())?;
+    // Before capture starts: a port in use ends the command here.
+    let metrics = a
+        .metrics
+        .map(|addr| {
+            let published = Arc::new(kavwatch::metrics::Published::default());
+            let bound = kavwatch::metrics::serve(addr, published.clone())
+                .with_context(|| format!("--metrics {addr}: cannot listen"))?;
+            Ok::<_, anyhow::Error>((bound, kavwatch::metrics::Exporter::new(published, rules_load)))
+        })
+        .transpose()?;
     let sources = open_sources(&opts)?;
     if let Some(user) = &a.user {
         drop_privileges(user)?;
@@ -91,6 +103,10 @@ pub(crate) fn live(a: LiveArgs, reread: Option<Reread>) -> Result<ExitCode> {
         write_report: Some(&write_report),
         alerts: engine,
         reload: (a.rules.rules.is_some() || reread.is_some()).then_some(&reload as &dyn Fn() -> Reload),
+        metrics: metrics.map(|(bound, exporter)| {
+            eprintln!("kavwatch: metrics on http://{bound}/metrics");
+            exporter
+        }),
     };
     eprintln!(
         "kavwatch: live on {} ({} engine, {} workers){}",

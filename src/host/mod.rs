@@ -253,6 +253,18 @@ impl HostTable {
         self.hosts.is_empty()
     }
 
+    /// Hosts per verdict, every verdict listed (the report's `summary`, without building rows).
+    pub fn verdict_counts(&self) -> Vec<(&'static str, u64)> {
+        let mut n = [0u64; 4];
+        for h in self.hosts.values() {
+            n[h.verdict() as usize] += 1;
+        }
+        [Verdict::ActiveAfterCutoff, Verdict::ActiveBeforeCutoff, Verdict::ExcludedOnly, Verdict::OtherOnly]
+            .into_iter()
+            .map(|v| (v.as_str(), n[v as usize]))
+            .collect()
+    }
+
     /// Adds one observation, judged with the rules it was matched with.
     pub fn add(&mut self, o: &Observation, rules: &Rules, cutoff_override: Option<i64>) {
         let key = HostKey { vlan: o.vlan, ip: o.host };

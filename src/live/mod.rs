@@ -147,6 +147,8 @@ pub struct LiveOutputs<'a> {
     /// Reads rules and configuration again (SIGHUP); `None` when nothing can change (the
     /// built-in rules and no configuration file).
     pub reload: Option<Reloader<'a>>,
+    /// `--metrics`: the server's published text, refreshed when a scrape wants it.
+    pub metrics: Option<crate::metrics::Exporter>,
 }
 
 /// Flags set by signal handlers.
@@ -253,6 +255,9 @@ pub fn run(
     let mut stopping = false;
     // SIGHUP may change these.
     let (mut report_interval, mut stats_interval) = (opts.report_interval, opts.stats_interval);
+    if let Some(m) = &out.metrics {
+        m.published.publish(crate::metrics::render_live(&sink.metrics(opts, m, &shared, &out)));
+    }
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(m) => sink.take(m, &mut out)?,
@@ -269,6 +274,7 @@ pub fn run(
             stopping = true;
             stop_capture.store(true, Ordering::Relaxed);
         }
+        let reload_asked = Instant::now();
         if control.reload.swap(false, Ordering::Relaxed) {
             match out.reload {
                 None => {
@@ -281,6 +287,9 @@ pub fn run(
                     }
                     match r.rules {
                         Some(Ok(rules)) => {
+                            if let Some(m) = out.metrics.as_mut() {
+                                m.rules_loaded(reload_asked.elapsed());
+                            }
                             let n = rules.set.rules.len();
                             *shared.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
                             shared.generation.fetch_add(1, Ordering::Relaxed);
@@ -328,6 +337,9 @@ pub fn run(
                 w(&sink.report(opts, &shared.get(), &out))?;
             }
         }
+        if let Some(m) = out.metrics.as_ref().filter(|m| m.published.wanted()) {
+            m.published.publish(crate::metrics::render_live(&sink.metrics(opts, m, &shared, &out)));
+        }
     }
     for h in handles {
         let _ = h.join();
@@ -352,6 +364,13 @@ pub fn run(
     }
     eprintln!("{}", sink.stats_line(last_stats.elapsed(), alerts_line));
     let mut report = sink.report(opts, &shared.get(), &out);
+    if let Some(m) = &out.metrics {
+        let mut snap = sink.metrics(opts, m, &shared, &out);
+        if let Some(a) = &final_alerts {
+            snap.set_alerts(a.engine.raised, &a.destinations.values().cloned().collect::<Vec<_>>());
+        }
+        m.published.publish(crate::metrics::render_live(&snap));
+    }
     if let Some(a) = final_alerts {
         report.stats["alerts"] = serde_json::to_value(a).expect("alert stats serialise");
     }

@@ -10,6 +10,7 @@ use crate::alert::{AlertStats, engine::EngineStats};
 use crate::attribution::{Attributor, LIVE_HOLD_NS};
 use crate::capture::afpacket::SocketStats;
 use crate::host::HostTable;
+use crate::metrics::{AlertDestMetrics, Exporter, InterfaceMetrics, LiveSnapshot, SocketMetrics, unix_seconds};
 use crate::observation::Observation;
 use crate::output::events::{Inputs, write_events};
 use crate::output::files::EventsOut;
@@ -17,6 +18,7 @@ use crate::output::merge::add_values;
 use crate::output::report::{Report, RunInfo};
 use crate::pipeline::Stats;
 use crate::rules::matcher::Rules;
+use crate::rules::model::Category;
 use crate::worker::WorkerStats;
 
 /// The sink's state: hosts, counters of every thread, alerts.
@@ -30,6 +32,8 @@ pub(super) struct Sink {
     pub(super) workers: BTreeMap<usize, WorkerStats>,
     pub(super) sockets: BTreeMap<usize, (usize, SocketStats, u64)>,
     pub(super) events: u64,
+    /// Events by the category of their rule (in `Category::ALL` order), for the metrics.
+    pub(super) events_by_category: [u64; Category::ALL.len()],
     pub(super) observations: u64,
     /// Counters at the last stats line, for rates and new drops.
     pub(super) last_packets: u64,
@@ -53,6 +57,7 @@ impl Sink {
             workers: BTreeMap::new(),
             sockets: BTreeMap::new(),
             events: 0,
+            events_by_category: [0; Category::ALL.len()],
             observations: 0,
             last_packets: 0,
             last_drops: 0,
@@ -90,6 +95,7 @@ impl Sink {
     ) -> Result<(), String> {
         for o in &obs {
             self.table.add(o, rules, self.cutoff_override);
+            self.events_by_category[rules.rule(o.rule).category as usize] += 1;
             if let Some((engine, delivery)) = out.alerts.as_mut()
                 && let Some(mut a) = engine.observe(o, rules)
             {
@@ -232,5 +238,94 @@ impl Sink {
         let mut hosts = self.table.hosts();
         crate::attribution::mark_resolvers(&mut hosts, &self.attributor);
         Report::build(&run, &hosts, &self.table.timeline, rules, opts.cutoff_ns, &opts.sensor)
+    }
+}
+
+impl Sink {
+    /// The metrics, from the same counters as [`Sink::report`].
+    pub(super) fn metrics(
+        &self,
+        opts: &LiveOptions,
+        m: &Exporter,
+        shared: &super::SharedRules,
+        out: &LiveOutputs<'_>,
+    ) -> LiveSnapshot {
+        let mut interfaces: Vec<InterfaceMetrics> = self
+            .per_interface()
+            .into_iter()
+            .map(|(name, s)| InterfaceMetrics { name, packets: s.packets, reopens: s.reopened, ..Default::default() })
+            .collect();
+        for (id, (iface, s, _)) in &self.sockets {
+            let name = &self.interfaces[*iface];
+            if let Some(i) = interfaces.iter_mut().find(|i| &i.name == name) {
+                i.bytes += self.readers.get(id).map_or(0, |r| r.0.bytes);
+                i.sockets.push(SocketMetrics {
+                    socket: id.to_string(),
+                    kernel_drops: s.drops,
+                    ring_freezes: s.freeze_q,
+                });
+            }
+        }
+        let mut r = Stats::default();
+        for (s, _, _) in self.readers.values() {
+            r.add_counts(s);
+            r.undecoded.packets += s.undecoded.packets;
+        }
+        let mut w = WorkerStats::default();
+        for s in self.workers.values() {
+            w.add(s);
+        }
+        let rules = shared.get();
+        let mut snap = LiveSnapshot {
+            sensor: opts.sensor.clone(),
+            engine: self.engine.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            start_time_seconds: unix_seconds(m.start_time),
+            interfaces,
+            decoded: r.decoded,
+            skipped: vec![
+                ("not_ip".into(), r.skipped.not_ip),
+                ("not_tcp_udp".into(), r.skipped.not_tcp_udp),
+                ("unsupported_link".into(), r.skipped.unsupported_link),
+                ("not_inspected".into(), r.skipped.not_inspected),
+            ],
+            malformed: r.malformed,
+            undecoded: r.undecoded.packets,
+            tcp_flows: w.tcp_flows,
+            flows_evicted: w.flows_evicted,
+            flows_expired: w.flows_expired,
+            observations: self.observations,
+            events: Category::ALL.iter().map(|c| (c.as_str().into(), self.events_by_category[*c as usize])).collect(),
+            hosts: self.table.verdict_counts().into_iter().map(|(v, n)| (v.into(), n)).collect(),
+            hosts_evicted: self.table.hosts_evicted,
+            rules_generation: shared.generation.load(std::sync::atomic::Ordering::Relaxed),
+            rules: rules.set.rules.len() as u64,
+            rules_load_seconds: m.rules_load.as_secs_f64(),
+            rules_loaded_time_seconds: unix_seconds(m.rules_loaded_at),
+            server: m.published.counters(),
+            ..LiveSnapshot::default()
+        };
+        if let Some((engine, delivery)) = &out.alerts {
+            snap.set_alerts(engine.stats.raised, &delivery.stats());
+        }
+        snap
+    }
+}
+
+impl LiveSnapshot {
+    /// The alert counters: raised, and per destination.
+    pub(super) fn set_alerts(&mut self, raised: u64, dests: &[crate::alert::deliver::DestStats]) {
+        self.alerts_raised = Some(raised);
+        self.alerts = dests
+            .iter()
+            .map(|d| AlertDestMetrics {
+                destination: d.destination.clone(),
+                sent: d.sent,
+                spooled: d.spooled,
+                dropped: d.dropped,
+                errors: d.errors,
+                waiting: d.waiting,
+            })
+            .collect();
     }
 }

@@ -47,6 +47,10 @@ pub(crate) fn live(a: LiveArgs) -> Result<ExitCode> {
         report_interval: a.report_interval.max(std::time::Duration::from_secs(1)),
         duration: a.duration,
         decode: a.decap.config()?,
+        state: Some(kavwatch::state::StateConfig {
+            dir: a.state_dir.clone().unwrap_or_else(default_state_dir),
+            fresh: a.fresh,
+        }),
     };
     let events = a.events.as_deref().map(create).transpose()?;
     let delivery = start_alerts(&a.alerts, &sensor, a.state_dir.as_deref())?;

@@ -170,8 +170,10 @@ pub(crate) fn start_alerts(a: &AlertArgs, sensor: &str, state_dir: Option<&Path>
         return Ok(None);
     }
     let format: Format = a.alert_format.parse().map_err(anyhow::Error::msg)?;
-    let spool_dir =
-        a.spool_dir.clone().unwrap_or_else(|| state_dir.map_or_else(default_state_dir, Path::to_path_buf).join("spool"));
+    let spool_dir = a
+        .spool_dir
+        .clone()
+        .unwrap_or_else(|| state_dir.map_or_else(default_state_dir, Path::to_path_buf).join("spool"));
     let cfg = DeliveryConfig {
         format,
         facility: a.syslog_facility,

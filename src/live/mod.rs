@@ -80,6 +80,8 @@ pub struct LiveOptions {
     pub duration: Option<Duration>,
     /// Tunnels and overlays.
     pub decode: crate::decode::DecodeConfig,
+    /// Checkpoints of the host table and alert windows (`None`: none kept).
+    pub state: Option<crate::state::StateConfig>,
 }
 
 /// Opened capture sources, before privileges are dropped.
@@ -230,6 +232,7 @@ pub fn run(
     }
     drop(tx);
     let mut sink = Sink::new(opts);
+    sink.restore_state(opts, &shared.get(), &mut out);
     let started = Instant::now();
     let mut last_stats = Instant::now();
     let mut last_report = Instant::now();
@@ -288,6 +291,7 @@ pub fn run(
             if let Some(w) = out.write_report {
                 w(&sink.report(opts, &shared.get(), &out))?;
             }
+            sink.save_state(opts, &shared.get(), &out, false);
         }
     }
     for h in handles {
@@ -300,6 +304,7 @@ pub fn run(
     if let Some(e) = out.events.as_mut() {
         e.flush().map_err(|e| format!("writing events: {e}"))?;
     }
+    sink.save_state(opts, &rules_now, &out, true);
     let mut final_alerts = None;
     let mut alerts_line = None;
     if let Some((mut engine, delivery)) = out.alerts.take() {

@@ -299,3 +299,246 @@ pub fn set_aside(dir: &Path) -> Result<Option<PathBuf>, StateError> {
     std::fs::rename(&path, &old).map_err(|error| StateError::Io { path, error })?;
     Ok(Some(old))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::alert::engine::{AlertEngine, EngineConfig};
+    use crate::host::HostTable;
+    use crate::observation::{Attribution, Detail, DnsDetail};
+    use crate::rules::load::load as load_rules;
+
+    fn rules() -> Arc<Rules> {
+        Arc::new(Rules::new(load_rules(None).expect("built-in rules")))
+    }
+
+    /// A DNS observation of `domain` (matched by the first rule whose pattern it is) by host `n`.
+    fn dns(rules: &Rules, n: u32, ts_ns: i64, rule: u32) -> Observation {
+        let host = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n));
+        let resolver = IpAddr::V4(Ipv4Addr::new(10, 255, 0, 53));
+        let detail = Detail::Dns(DnsDetail { id: 1, qtype: 1, rcode: Some(0), answers: vec![], response_only: false });
+        let mut o = Observation::test_pending(ts_ns, (host, 40000), (resolver, 53), host, detail);
+        o.attribution = Attribution::Name;
+        o.rule = rule;
+        o.domain = format!("h{n}.{}", rules.rule(rule).id);
+        o.host_mac = Some([2, 0, 0, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
+        o
+    }
+
+    /// A checkpoint of `hosts` hosts, each with a few observations, and their alert windows.
+    fn sample(hosts: u32) -> (Checkpoint, Arc<Rules>) {
+        let rules = rules();
+        let nrules = rules.set.rules.len() as u32;
+        let mut table = HostTable::new(usize::MAX);
+        let mut engine = AlertEngine::new(EngineConfig {
+            interval_ns: 60_000_000_000,
+            alert_all: true,
+            sensor: "test".into(),
+            cutoff_override: Some(0),
+        });
+        for n in 0..hosts {
+            for k in 0..3 {
+                let o = dns(&rules, n, 1_700_000_000_000_000_000 + i64::from(n) * 1000 + k, (n + k as u32) % nrules);
+                table.add(&o, &rules, Some(0));
+                engine.observe(&o, &rules);
+            }
+        }
+        let mut cp = Checkpoint {
+            kavwatch_version: "0.1.0".into(),
+            sensor: "test".into(),
+            saved_at_ns: 1,
+            first_start_ns: 2,
+            first_ts: Some(3),
+            last_ts: Some(4),
+            observations: u64::from(hosts) * 3,
+            events: u64::from(hosts) * 3,
+            cutoff_override: Some(0),
+            resolvers: vec![IpAddr::V4(Ipv4Addr::new(10, 255, 0, 53))],
+            rule_ids: vec![],
+            tunnels: vec![],
+            table: table.snapshot(),
+            alert_windows: Some(engine.windows_state()),
+        };
+        cp.name_numbers(&rules);
+        (cp, rules)
+    }
+
+    fn dir(tag: &str) -> tempfile::TempDir {
+        tempfile::Builder::new().prefix(&format!("kavwatch-state-{tag}-")).tempdir().unwrap()
+    }
+
+    #[test]
+    fn round_trip_through_the_file_gives_the_same_table_and_windows() {
+        let (cp, rules) = sample(50);
+        let d = dir("rt");
+        let info = save(d.path(), &cp).unwrap();
+        assert_eq!(info.path, d.path().join(FILE_NAME));
+        assert_eq!(std::fs::metadata(&info.path).unwrap().len(), info.bytes);
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&info.path).unwrap().permissions());
+        assert_eq!(mode & 0o077, 0, "the checkpoint is the owner's only: {mode:o}");
+        let mut back = load(d.path(), 1000).unwrap().expect("a checkpoint");
+        assert_eq!(back, cp);
+        assert_eq!(back.renumber(&rules), 0);
+        // The table restored gives the same hosts, and snapshots to the same state again.
+        let t = HostTable::restore(back.table.clone(), usize::MAX);
+        assert_eq!(t.len(), 50);
+        assert_eq!(t.snapshot(), cp.table);
+        let mut e = AlertEngine::new(EngineConfig {
+            interval_ns: 60_000_000_000,
+            alert_all: true,
+            sensor: "test".into(),
+            cutoff_override: Some(0),
+        });
+        e.restore_windows(back.alert_windows.clone().unwrap());
+        assert_eq!(Some(e.windows_state()), cp.alert_windows);
+        // No temporary file left behind.
+        let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(FILE_NAME)]);
+    }
+
+    #[test]
+    fn missing_is_none_and_fresh_sets_aside() {
+        let d = dir("none");
+        assert!(load(d.path(), 10).unwrap().is_none());
+        assert_eq!(set_aside(d.path()).unwrap(), None);
+        save(d.path(), &sample(2).0).unwrap();
+        let old = set_aside(d.path()).unwrap().unwrap();
+        assert_eq!(old, d.path().join("live.checkpoint.old"));
+        assert!(load(d.path(), 10).unwrap().is_none());
+    }
+
+    /// Saves a good checkpoint, spoils its bytes with `spoil`, loads: damaged, set aside.
+    fn damaged(tag: &str, spoil: impl Fn(&mut Vec<u8>), max_hosts: usize, reason: &str) {
+        let d = dir(tag);
+        let info = save(d.path(), &sample(20).0).unwrap();
+        let mut bytes = std::fs::read(&info.path).unwrap();
+        spoil(&mut bytes);
+        std::fs::write(&info.path, &bytes).unwrap();
+        match load(d.path(), max_hosts) {
+            Err(e @ StateError::Damaged { .. }) => {
+                let StateError::Damaged { reason: r, set_aside, .. } = &e else { unreachable!() };
+                assert!(r.contains(reason), "{tag}: {e}");
+                assert!(e.to_string().contains("damaged") && e.to_string().contains(FILE_NAME), "{e}");
+                assert!(set_aside.file_name().unwrap().to_str().unwrap().starts_with("live.checkpoint.damaged-"));
+                assert_eq!(std::fs::read(set_aside).unwrap(), bytes, "set aside as it was");
+            }
+            other => panic!("{tag}: {other:?}"),
+        }
+        assert!(!info.path.exists());
+        assert!(load(d.path(), max_hosts).unwrap().is_none(), "next start: fresh");
+    }
+
+    #[test]
+    fn bad_magic() {
+        damaged("magic", |b| b[0] ^= 1, 1000, "bad magic");
+    }
+
+    #[test]
+    fn bad_version() {
+        damaged("version", |b| b[8] = 9, 1000, "format version 9");
+    }
+
+    #[test]
+    fn bad_hash() {
+        damaged("hash", |b| *b.last_mut().unwrap() ^= 0x40, 1000, "SHA-256");
+    }
+
+    #[test]
+    fn truncated() {
+        damaged("trunc", |b| b.truncate(b.len() / 2), 1000, "truncated");
+        damaged("trunc-header", |b| b.truncate(10), 1000, "shorter than its header");
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_reading() {
+        damaged("huge", |b| b[12..20].copy_from_slice(&u64::MAX.to_le_bytes()), 1000, "more than the");
+        // The real length, but past the bound for a small table.
+        let (cp, _) = sample(20);
+        let len = encode(&cp).unwrap().len() - HEADER_LEN;
+        assert!(decode(&encode(&cp).unwrap(), len as u64 - 1).unwrap_err().contains("more than the"));
+    }
+
+    #[test]
+    fn a_good_hash_over_a_bad_payload_is_damaged_not_a_panic() {
+        let mut bytes = MAGIC.to_vec();
+        let payload = vec![0xff; 64];
+        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&Sha256::digest(&payload));
+        bytes.extend_from_slice(&payload);
+        assert!(decode(&bytes, 1 << 20).unwrap_err().contains("does not decode"));
+    }
+
+    #[test]
+    fn rules_are_numbered_again_by_id() {
+        let (mut cp, rules) = sample(4);
+        // Saved by a process whose rules were in another order (rotated by one), and whose
+        // rule 0 has since been removed.
+        cp.rule_ids.rotate_left(1);
+        cp.rule_ids[0] = "gone".into();
+        let saved: Vec<(u32, String)> =
+            cp.table.hosts.iter().flat_map(|h| &h.recent).map(|o| (o.rule, o.domain.clone())).collect();
+        let expect: Vec<(String, String)> =
+            saved.iter().filter(|(r, _)| *r != 0).map(|(r, d)| (cp.rule_ids[*r as usize].clone(), d.clone())).collect();
+        let dropped = cp.renumber(&rules);
+        let got: Vec<(String, String)> = cp
+            .table
+            .hosts
+            .iter()
+            .flat_map(|h| &h.recent)
+            .map(|o| (rules.rule(o.rule).id.clone(), o.domain.clone()))
+            .collect();
+        assert_eq!(got, expect);
+        let gone_in_windows = cp.alert_windows.as_ref().unwrap().iter().filter(|w| w.last.is_none()).count();
+        assert_eq!(dropped, saved.len() - expect.len() + gone_in_windows);
+        assert!(dropped > 0);
+    }
+
+    #[test]
+    fn tunnels_are_numbered_again_by_layers() {
+        use crate::decode::TunnelKind;
+        let (mut cp, rules) = sample(2);
+        let mut t = Tunnels::default();
+        t.push(TunnelLayer::new(TunnelKind::Vxlan, Some(4242)));
+        let id = intern::intern(&t);
+        cp.table.hosts[0].tunnel = id;
+        cp.name_numbers(&rules);
+        assert_eq!(cp.tunnels, vec![(id, t.as_slice().to_vec())]);
+        // Another process numbered it 77.
+        let other: TunnelId = postcard::from_bytes(&postcard::to_stdvec(&77u32).unwrap()).unwrap();
+        assert_ne!(other, id);
+        cp.table.hosts[0].tunnel = other;
+        cp.tunnels[0].0 = other;
+        cp.renumber(&rules);
+        assert_eq!(cp.table.hosts[0].tunnel, id);
+        assert_eq!(intern::layers(cp.table.hosts[0].tunnel).as_slice(), t.as_slice());
+        assert_eq!(cp.table.hosts[1].tunnel, TunnelId::NONE);
+    }
+
+    /// Size and time at 100 000 hosts: `cargo test --release --lib state -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn measure_100k_hosts() {
+        let (cp, _) = sample(100_000);
+        let d = dir("100k");
+        let info = save(d.path(), &cp).unwrap();
+        let t = Instant::now();
+        let back = load(d.path(), 1_000_000).unwrap().unwrap();
+        let load_time = t.elapsed();
+        let t = Instant::now();
+        let table = HostTable::restore(back.table, 1_000_000);
+        let restore_time = t.elapsed();
+        eprintln!(
+            "100k hosts: {} bytes ({:.1} MB), save {:?} (snapshot not included), load {:?}, restore {:?}",
+            info.bytes,
+            info.bytes as f64 / 1e6,
+            info.elapsed,
+            load_time,
+            restore_time
+        );
+        assert_eq!(table.len(), 100_000);
+    }
+}

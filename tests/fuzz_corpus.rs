@@ -14,8 +14,20 @@ mod dns_name_diff;
 mod tls_diff;
 
 /// Every fuzz target whose corpus is replayed below.
-const REPLAYED: [&str; 11] =
-    ["dns", "tls", "http", "capture", "tcp_stream", "dhcp", "quic", "sink", "tls_diff", "dns_name_diff", "decap"];
+const REPLAYED: [&str; 12] = [
+    "dns",
+    "tls",
+    "http",
+    "capture",
+    "tcp_stream",
+    "dhcp",
+    "quic",
+    "sink",
+    "tls_diff",
+    "dns_name_diff",
+    "decap",
+    "checkpoint",
+];
 
 fn corpus_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus")
@@ -111,4 +123,9 @@ fn tls_diff() {
 #[test]
 fn dns_name_diff() {
     replay("dns_name_diff", dns_name_diff::dns_name_diff);
+}
+
+#[test]
+fn checkpoint() {
+    replay("checkpoint", kavwatch::fuzzing::checkpoint);
 }

@@ -50,6 +50,11 @@ impl VlanTags {
     pub fn as_slice(&self) -> &[u16] {
         &self.ids[..self.len as usize]
     }
+    /// Holds no more ids than it has room for (false only for one read from outside, such as a
+    /// damaged checkpoint).
+    pub fn is_valid(&self) -> bool {
+        usize::from(self.len) <= self.ids.len()
+    }
     /// No VLAN id (an overlay id may still be set).
     pub fn is_empty(&self) -> bool {
         self.len == 0

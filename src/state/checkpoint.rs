@@ -78,6 +78,14 @@ fn observations_mut(cp: &mut Checkpoint) -> impl Iterator<Item = &mut Observatio
 }
 
 impl Checkpoint {
+    /// What serde cannot check: VLAN tags that hold no more ids than they have room for.
+    fn check(&mut self) -> Result<(), String> {
+        let vlans_ok = self.table.hosts.iter().all(|h| h.vlan.is_valid())
+            && self.alert_windows.iter().flatten().all(|w| w.vlan.is_valid())
+            && observations_mut(self).all(|o| o.vlan.is_valid());
+        if vlans_ok { Ok(()) } else { Err("VLAN tags out of range".into()) }
+    }
+
     /// Writes down what this process's rule and tunnel numbers stand for (before a save).
     pub fn name_numbers(&mut self, rules: &Rules) {
         self.rule_ids = rules.set.rules.iter().map(|r| r.id.clone()).collect();
@@ -191,7 +199,10 @@ fn check_payload(h: &[u8], payload: &[u8]) -> Result<Checkpoint, String> {
 /// The payload alone (no header, no hash), as [`decode`] reads it after its checks.
 pub fn decode_payload(payload: &[u8]) -> Result<Checkpoint, String> {
     match postcard::take_from_bytes::<Checkpoint>(payload) {
-        Ok((cp, [])) => Ok(cp),
+        Ok((mut cp, [])) => {
+            cp.check()?;
+            Ok(cp)
+        }
         Ok((_, rest)) => Err(format!("{} bytes after the payload", rest.len())),
         Err(e) => Err(format!("payload does not decode: {e}")),
     }
@@ -516,6 +527,19 @@ mod tests {
         assert_eq!(cp.table.hosts[0].tunnel, id);
         assert_eq!(intern::layers(cp.table.hosts[0].tunnel).as_slice(), t.as_slice());
         assert_eq!(cp.table.hosts[1].tunnel, TunnelId::NONE);
+    }
+
+    /// Writes the seeds of the `checkpoint` fuzz target (fuzz/corpus/checkpoint/): a whole small
+    /// file, the same truncated, and its payload alone (what the fuzzer mutates past the hash).
+    #[test]
+    #[ignore]
+    fn write_fuzz_seeds() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/checkpoint");
+        std::fs::create_dir_all(&dir).unwrap();
+        let bytes = encode(&sample(2).0).unwrap();
+        std::fs::write(dir.join("valid-2-hosts"), &bytes).unwrap();
+        std::fs::write(dir.join("truncated-2-hosts"), &bytes[..bytes.len() / 2]).unwrap();
+        std::fs::write(dir.join("payload-2-hosts"), &bytes[HEADER_LEN..]).unwrap();
     }
 
     /// Size and time at 100 000 hosts: `cargo test --release --lib state -- --ignored --nocapture`.

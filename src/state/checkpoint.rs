@@ -83,7 +83,15 @@ impl Checkpoint {
         let vlans_ok = self.table.hosts.iter().all(|h| h.vlan.is_valid())
             && self.alert_windows.iter().flatten().all(|w| w.vlan.is_valid())
             && observations_mut(self).all(|o| o.vlan.is_valid());
-        if vlans_ok { Ok(()) } else { Err("VLAN tags out of range".into()) }
+        if !vlans_ok {
+            return Err("VLAN tags out of range".into());
+        }
+        // Hours (seconds at the hour's start) that are times in nanoseconds, as the table makes them.
+        const MAX_HOUR_S: i64 = i64::MAX / 1_000_000_000;
+        if self.table.timeline.iter().any(|(h, _)| h.rem_euclid(3600) != 0 || !(-MAX_HOUR_S..=MAX_HOUR_S).contains(h)) {
+            return Err("timeline hour out of range".into());
+        }
+        Ok(())
     }
 
     /// Writes down what this process's rule and tunnel numbers stand for (before a save).
@@ -481,6 +489,17 @@ mod tests {
         bytes.extend_from_slice(&Sha256::digest(&payload));
         bytes.extend_from_slice(&payload);
         assert!(decode(&bytes, 1 << 20).unwrap_err().contains("does not decode"));
+    }
+
+    #[test]
+    fn a_timeline_hour_past_the_time_range_is_damaged() {
+        // Found by the fuzz target: the report turns hours into nanoseconds.
+        let (mut cp, _) = sample(1);
+        cp.table.timeline = vec![(i64::MAX / 3600 * 3600, vec![])];
+        let bytes = encode(&cp).unwrap();
+        assert_eq!(decode(&bytes, u64::MAX).unwrap_err(), "timeline hour out of range");
+        cp.table.timeline = vec![(1_700_000_000 / 3600 * 3600, vec![])];
+        assert!(decode(&encode(&cp).unwrap(), u64::MAX).is_ok());
     }
 
     #[test]

@@ -574,10 +574,14 @@ mod tests {
         let t = Instant::now();
         let table = HostTable::restore(back.table, 1_000_000);
         let restore_time = t.elapsed();
+        let t = Instant::now();
+        let _ = table.snapshot();
+        let snapshot_time = t.elapsed();
         eprintln!(
-            "100k hosts: {} bytes ({:.1} MB), save {:?} (snapshot not included), load {:?}, restore {:?}",
+            "100k hosts: {} bytes ({:.1} MB); snapshot {:?} + save (encode, write, fsync, rename) {:?}; load (read, hash, decode) {:?} + restore {:?}",
             info.bytes,
             info.bytes as f64 / 1e6,
+            snapshot_time,
             info.elapsed,
             load_time,
             restore_time

@@ -42,7 +42,8 @@ pub struct CheckpointStats {
     pub writes: u64,
     /// Checkpoints that could not be written (live went on).
     pub failures: u64,
-    /// Size and time of the last one written.
+    /// Size of the last one written, and how long the sink paused for it (snapshot of the
+    /// tables, encoding, writing, fsync).
     pub last_bytes: u64,
     pub last_elapsed_ms: f64,
     /// Wall-clock time of the last one written (ns since the epoch).

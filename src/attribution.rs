@@ -237,6 +237,24 @@ impl Attributor {
         self.resolvers.contains(&ip) || self.configured.iter().any(|n| n.contains(ip))
     }
 
+    /// Resolvers learned from the traffic (hosts seen answering others' queries), for a
+    /// checkpoint (see [`crate::state`]), in address order.
+    pub fn learned_resolvers(&self) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self.resolvers.iter().copied().collect();
+        v.sort();
+        v
+    }
+
+    /// Resolvers learned before a restart.
+    pub fn restore_resolvers(&mut self, resolvers: Vec<IpAddr>) {
+        for ip in resolvers {
+            if self.resolvers.len() >= MAX_ENTRIES {
+                break;
+            }
+            self.resolvers.insert(ip);
+        }
+    }
+
     /// Resolvers given by the operator (`--resolver IP|CIDR`).
     pub fn set_configured(&mut self, nets: Vec<IpNet>) {
         self.configured = nets;

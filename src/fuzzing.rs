@@ -266,3 +266,40 @@ pub fn metrics_request(data: &[u8]) {
     }
     assert_eq!(back, value);
 }
+
+/// The checkpoint reader of `live` (`state`) on hostile bytes: as a whole file (header, SHA-256)
+/// and, since a fuzzer seldom gets a SHA-256 right, as a payload alone. Whatever decodes encodes
+/// back to bytes that decode the same, and is restored into a host table, alert windows and a
+/// report, as `live` does at start.
+pub fn checkpoint(data: &[u8]) {
+    use crate::alert::engine::{AlertEngine, EngineConfig};
+    use crate::state;
+    let rules = rules();
+    let whole = state::decode(data, 1 << 20).ok();
+    let payload = state::decode_payload(data).ok();
+    for mut cp in [whole, payload].into_iter().flatten() {
+        let bytes = state::encode(&cp).expect("a decoded checkpoint encodes");
+        assert_eq!(state::decode(&bytes, u64::MAX).as_ref(), Ok(&cp), "encoding and decoding again changed it");
+        cp.renumber(&rules);
+        let table = HostTable::restore(cp.table, 8);
+        assert!(table.len() <= 8);
+        let hosts = table.hosts();
+        let run = crate::output::report::RunInfo {
+            stats: serde_json::Value::Null,
+            inputs: &[],
+            first_ts: cp.first_ts,
+            last_ts: cp.last_ts,
+            errors: &[],
+        };
+        let report = crate::output::report::Report::build(&run, &hosts, &table.timeline, &rules, 0, "fuzz");
+        let _ = report.to_json();
+        let mut engine = AlertEngine::new(EngineConfig {
+            interval_ns: 1,
+            alert_all: true,
+            sensor: "fuzz".into(),
+            cutoff_override: None,
+        });
+        engine.restore_windows(cp.alert_windows.unwrap_or_default());
+        let _ = engine.tick(i64::MAX);
+    }
+}

@@ -55,6 +55,7 @@ fn non_default_values(d: &Path) -> Vec<(&'static str, Vec<String>)> {
         ("geneve-port", vec!["6082".into(), "6083".into()]),
         ("split-by-overlay", one("true")),
         ("metrics", one("127.0.0.1:9464")),
+        ("fresh", one("true")),
     ]
 }
 

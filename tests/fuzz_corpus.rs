@@ -14,7 +14,7 @@ mod dns_name_diff;
 mod tls_diff;
 
 /// Every fuzz target whose corpus is replayed below.
-const REPLAYED: [&str; 12] = [
+const REPLAYED: [&str; 13] = [
     "dns",
     "tls",
     "http",
@@ -27,6 +27,7 @@ const REPLAYED: [&str; 12] = [
     "dns_name_diff",
     "decap",
     "metrics_request",
+    "checkpoint",
 ];
 
 fn corpus_root() -> PathBuf {
@@ -128,4 +129,9 @@ fn dns_name_diff() {
 #[test]
 fn metrics_request() {
     replay("metrics_request", kavwatch::fuzzing::metrics_request);
+}
+
+#[test]
+fn checkpoint() {
+    replay("checkpoint", kavwatch::fuzzing::checkpoint);
 }

@@ -232,3 +232,90 @@ fn alert_id(sensor: &str, vlan: &[u16], host: IpAddr, category: Category, seq: u
     h.update(first_ns.to_be_bytes());
     h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// One host/category window as a checkpoint keeps it (see [`crate::state`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WindowState {
+    pub vlan: VlanTags,
+    pub host: IpAddr,
+    pub category: Category,
+    pub lease_mac: Option<[u8; 6]>,
+    pub sequence: u64,
+    pub total: u64,
+    pub last_alert_ns: i64,
+    pub pending: u64,
+    pub first_ns: i64,
+    pub last_ns: i64,
+    pub domains: Vec<(String, u64)>,
+    pub rule_ids: Vec<String>,
+    pub vendor: String,
+    pub cutoff_ns: i64,
+    /// Its rule and tunnel numbered as in the process that saved it.
+    pub last: Option<Observation>,
+}
+
+impl AlertEngine {
+    /// Every window, for a checkpoint (in key order: the same windows give the same bytes).
+    pub fn windows_state(&self) -> Vec<WindowState> {
+        let mut v: Vec<WindowState> = self
+            .windows
+            .iter()
+            .map(|((vlan, host, category, lease_mac), w)| WindowState {
+                vlan: *vlan,
+                host: *host,
+                category: *category,
+                lease_mac: *lease_mac,
+                sequence: w.sequence,
+                total: w.total,
+                last_alert_ns: w.last_alert_ns,
+                pending: w.pending,
+                first_ns: w.first_ns,
+                last_ns: w.last_ns,
+                domains: w.domains.iter().map(|(d, n)| (d.clone(), *n)).collect(),
+                rule_ids: w.rule_ids.iter().cloned().collect(),
+                vendor: w.vendor.clone(),
+                cutoff_ns: w.cutoff_ns,
+                last: w.last.clone(),
+            })
+            .collect();
+        v.sort_by_key(|w| (w.vlan, w.host, w.category, w.lease_mac));
+        v
+    }
+
+    /// Takes the windows of a checkpoint: alerts go on with their sequence numbers and intervals.
+    /// A window with observations pending but no last one (damaged) is dropped: raising it would
+    /// have nothing to show.
+    pub fn restore_windows(&mut self, windows: Vec<WindowState>) {
+        for w in windows {
+            if w.pending > 0 && w.last.is_none() {
+                continue;
+            }
+            if self.windows.len() >= MAX_WINDOWS {
+                self.evict_half();
+            }
+            let key = (w.vlan, w.host, w.category, w.lease_mac);
+            let mut domains: BTreeMap<String, u64> = BTreeMap::new();
+            for (d, n) in w.domains.into_iter() {
+                if domains.len() < DOMAINS_PER_ALERT {
+                    domains.insert(d, n);
+                }
+            }
+            self.windows.insert(
+                key,
+                Window {
+                    sequence: w.sequence,
+                    total: w.total,
+                    last_alert_ns: w.last_alert_ns,
+                    pending: w.pending,
+                    first_ns: w.first_ns,
+                    last_ns: w.last_ns,
+                    domains,
+                    rule_ids: w.rule_ids.into_iter().collect(),
+                    vendor: w.vendor,
+                    cutoff_ns: w.cutoff_ns,
+                    last: w.last,
+                },
+            );
+        }
+    }
+}

@@ -329,6 +329,10 @@ pub(crate) struct LiveArgs {
     /// /var/lib/kavwatch as root, else ~/.local/state/kavwatch].
     #[arg(long, value_name = "DIR")]
     pub(crate) state_dir: Option<PathBuf>,
+    /// Start over: set the checkpoint in the state directory aside (live.checkpoint.old)
+    /// instead of restoring the hosts it holds.
+    #[arg(long)]
+    pub(crate) fresh: bool,
     /// Most TCP flows tracked at once, over all workers.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_flows)]
     pub(crate) max_flows: usize,

@@ -56,6 +56,10 @@ pub(crate) fn live(a: LiveArgs, reread: Option<Reread>) -> Result<ExitCode> {
         report_interval: a.report_interval.max(std::time::Duration::from_secs(1)),
         duration: a.duration,
         decode: a.decap.config()?,
+        state: Some(kavwatch::state::StateConfig {
+            dir: a.state_dir.clone().unwrap_or_else(default_state_dir),
+            fresh: a.fresh,
+        }),
     };
     let events = a
         .events

@@ -50,6 +50,11 @@ impl VlanTags {
     pub fn as_slice(&self) -> &[u16] {
         &self.ids[..self.len as usize]
     }
+    /// Holds no more ids than it has room for (false only for one read from outside, such as a
+    /// damaged checkpoint).
+    pub fn is_valid(&self) -> bool {
+        usize::from(self.len) <= self.ids.len()
+    }
     /// No VLAN id (an overlay id may still be set).
     pub fn is_empty(&self) -> bool {
         self.len == 0
@@ -74,7 +79,7 @@ pub const IPPROTO_UDP: u8 = 17;
 /// Encapsulations (tunnel layers) followed at most; one more is [`SkipCause::TooDeep`].
 pub const MAX_ENCAP_DEPTH: usize = 8;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize)]
 pub enum TunnelKind {
     #[default]
     Gre,
@@ -139,7 +144,7 @@ impl fmt::Display for TunnelKind {
 /// One encapsulation a packet came through. Twelve bytes: every decoded packet carries a stack
 /// of eight of these, so its size is paid on every packet (a 32-byte layer made plain packets
 /// 11 % slower).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize)]
 pub struct TunnelLayer {
     pub kind: TunnelKind,
     /// Bit 7: `words[0]` holds the id; bits 0-1: MPLS labels kept in `words`.

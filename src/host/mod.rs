@@ -384,3 +384,168 @@ pub fn aggregate(observations: &[Observation], rules: &Rules, cutoff_override: O
     }
     t.hosts()
 }
+
+/// A host as a checkpoint keeps it (see [`crate::state`]): [`Host`] with its `&'static str`s as
+/// text. The tunnel and the observations' tunnels and rules are still this process's numbers:
+/// `state` turns them into layers and rule ids around this.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HostState {
+    pub vlan: VlanTags,
+    pub ip: IpAddr,
+    pub first_ns: i64,
+    pub last_ns: i64,
+    pub last_after_cutoff_ns: Option<i64>,
+    pub banned_seen: bool,
+    pub categories: Vec<(Category, u64)>,
+    pub domains: Vec<DomainState>,
+    pub domains_dropped: u64,
+    pub mac_counts: Vec<([u8; 6], u64)>,
+    pub recent: Vec<Observation>,
+    pub public_dns_fallback: bool,
+    pub role: Option<String>,
+    pub relayed_queries: u64,
+    pub hostname: Option<String>,
+    pub hostnames: Vec<String>,
+    pub dhcp_mac: Option<[u8; 6]>,
+    pub ksc_role: Option<String>,
+    pub tunnel: TunnelId,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DomainState {
+    pub name: String,
+    pub category: Category,
+    pub rule_id: String,
+    pub count: u64,
+    pub first_ns: i64,
+    pub last_ns: i64,
+    pub via: Vec<String>,
+}
+
+/// The host table as a checkpoint keeps it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HostTableState {
+    pub hosts: Vec<HostState>,
+    /// Per MAC, the (at most two) addresses it sent for.
+    pub macs: Vec<([u8; 6], Option<IpAddr>, Option<IpAddr>)>,
+    pub timeline: Vec<(i64, Vec<(Category, u64)>)>,
+    pub hosts_evicted: u64,
+}
+
+/// The `&'static str`s a host holds, back from text (anything else is dropped).
+fn known_str(s: &str) -> Option<&'static str> {
+    const KNOWN: [&str; 9] = ["dns", "tls", "http", "quic", "ksc", "dhcp", "resolver", "agent", "admin-server"];
+    KNOWN.iter().find(|k| **k == s).copied()
+}
+
+impl HostTable {
+    /// Everything the table holds, for a checkpoint (hosts in address order: the same table
+    /// gives the same bytes).
+    pub fn snapshot(&self) -> HostTableState {
+        let mut hosts: Vec<HostState> = self
+            .hosts
+            .values()
+            .map(|h| HostState {
+                vlan: h.key.vlan,
+                ip: h.key.ip,
+                first_ns: h.first_ns,
+                last_ns: h.last_ns,
+                last_after_cutoff_ns: h.last_after_cutoff_ns,
+                banned_seen: h.banned_seen,
+                categories: h.categories.iter().map(|(c, n)| (*c, *n)).collect(),
+                domains: h
+                    .domains
+                    .iter()
+                    .map(|(name, d)| DomainState {
+                        name: name.clone(),
+                        category: d.category,
+                        rule_id: d.rule_id.clone(),
+                        count: d.count,
+                        first_ns: d.first_ns,
+                        last_ns: d.last_ns,
+                        via: d.via.iter().map(|v| v.to_string()).collect(),
+                    })
+                    .collect(),
+                domains_dropped: h.domains_dropped,
+                mac_counts: h.mac_counts.iter().map(|(m, n)| (*m, *n)).collect(),
+                recent: h.recent.iter().cloned().collect(),
+                public_dns_fallback: h.public_dns_fallback,
+                role: h.role.map(str::to_string),
+                relayed_queries: h.relayed_queries,
+                hostname: h.hostname.clone(),
+                hostnames: h.hostnames.clone(),
+                dhcp_mac: h.dhcp_mac,
+                ksc_role: h.ksc_role.map(str::to_string),
+                tunnel: h.tunnel,
+            })
+            .collect();
+        hosts.sort_by_key(|h| (h.vlan, h.ip));
+        let mut macs: Vec<_> = self.macs.iter().map(|(m, ips)| (*m, ips.0, ips.1)).collect();
+        macs.sort();
+        HostTableState {
+            hosts,
+            macs,
+            timeline: self.timeline.iter().map(|(t, c)| (*t, c.iter().map(|(c, n)| (*c, *n)).collect())).collect(),
+            hosts_evicted: self.hosts_evicted,
+        }
+    }
+
+    /// A table holding what `snapshot` gave, bounded by `max_hosts` (which may be smaller now:
+    /// then the longest-quiet hosts go, counted as evicted).
+    pub fn restore(state: HostTableState, max_hosts: usize) -> HostTable {
+        let mut t = HostTable::new(max_hosts);
+        t.hosts_evicted = state.hosts_evicted;
+        t.timeline = state.timeline.into_iter().map(|(t, c)| (t, c.into_iter().collect())).collect();
+        for (m, a, b) in state.macs.into_iter().take(t.max_hosts.saturating_mul(4)) {
+            t.macs.insert(m, SmallIps(a, b));
+        }
+        for s in state.hosts {
+            let key = HostKey { vlan: s.vlan, ip: s.ip };
+            if !t.hosts.contains_key(&key) && t.hosts.len() >= t.max_hosts {
+                t.evict_half();
+            }
+            let mut recent: VecDeque<Observation> = s.recent.into_iter().collect();
+            while recent.len() > RECENT_PER_HOST {
+                recent.pop_front();
+            }
+            let h = Host {
+                key,
+                first_ns: s.first_ns,
+                last_ns: s.last_ns,
+                last_after_cutoff_ns: s.last_after_cutoff_ns,
+                banned_seen: s.banned_seen,
+                categories: s.categories.into_iter().collect(),
+                domains: s
+                    .domains
+                    .into_iter()
+                    .take(MAX_DOMAINS_PER_HOST)
+                    .map(|d| {
+                        let stats = DomainStats {
+                            category: d.category,
+                            rule_id: d.rule_id,
+                            count: d.count,
+                            first_ns: d.first_ns,
+                            last_ns: d.last_ns,
+                            via: d.via.iter().filter_map(|v| known_str(v)).collect(),
+                        };
+                        (d.name, stats)
+                    })
+                    .collect(),
+                domains_dropped: s.domains_dropped,
+                mac: None,
+                mac_counts: s.mac_counts.into_iter().take(MACS_PER_HOST).collect(),
+                recent,
+                public_dns_fallback: s.public_dns_fallback,
+                role: s.role.as_deref().and_then(known_str),
+                relayed_queries: s.relayed_queries,
+                hostname: s.hostname,
+                hostnames: s.hostnames.into_iter().take(HOSTNAMES_PER_HOST).collect(),
+                dhcp_mac: s.dhcp_mac,
+                ksc_role: s.ksc_role.as_deref().and_then(known_str),
+                tunnel: s.tunnel,
+            };
+            t.hosts.insert(key, h);
+        }
+        t
+    }
+}

@@ -81,6 +81,8 @@ pub struct LiveOptions {
     pub duration: Option<Duration>,
     /// Tunnels and overlays.
     pub decode: crate::decode::DecodeConfig,
+    /// Checkpoints of the host table and alert windows (`None`: none kept).
+    pub state: Option<crate::state::StateConfig>,
 }
 
 /// Opened capture sources, before privileges are dropped.
@@ -248,6 +250,7 @@ pub fn run(
     }
     drop(tx);
     let mut sink = Sink::new(opts);
+    sink.restore_state(opts, &shared.get(), &mut out);
     let started = Instant::now();
     let mut last_stats = Instant::now();
     let mut last_report = Instant::now();
@@ -336,6 +339,7 @@ pub fn run(
             if let Some(w) = out.write_report {
                 w(&sink.report(opts, &shared.get(), &out))?;
             }
+            sink.save_state(opts, &shared.get(), &out, false);
         }
         if let Some(m) = out.metrics.as_ref().filter(|m| m.published.wanted()) {
             m.published.publish(crate::metrics::render_live(&sink.metrics(opts, m, &shared, &out)));
@@ -351,6 +355,7 @@ pub fn run(
     if let Some(e) = out.events.as_mut() {
         e.flush().map_err(|e| format!("writing events: {e}"))?;
     }
+    sink.save_state(opts, &rules_now, &out, true);
     let mut final_alerts = None;
     let mut alerts_line = None;
     if let Some((mut engine, delivery)) = out.alerts.take() {

@@ -19,6 +19,7 @@ use crate::output::report::{Report, RunInfo};
 use crate::pipeline::Stats;
 use crate::rules::matcher::Rules;
 use crate::rules::model::Category;
+use crate::state::{self, CheckpointStats};
 use crate::worker::WorkerStats;
 
 /// The sink's state: hosts, counters of every thread, alerts.
@@ -39,6 +40,17 @@ pub(super) struct Sink {
     pub(super) last_packets: u64,
     pub(super) last_drops: u64,
     pub(super) last_undecoded: u64,
+    /// Checkpoints: counters, and what the runs before this one saw (see `crate::state`).
+    pub checkpoint: CheckpointStats,
+    pub(super) since: Restored,
+}
+
+/// What the runs before a restart contribute to the report besides their hosts.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Restored {
+    pub(super) first_start_ns: Option<i64>,
+    pub(super) first_ts: Option<i64>,
+    pub(super) last_ts: Option<i64>,
 }
 
 impl Sink {
@@ -62,7 +74,122 @@ impl Sink {
             last_packets: 0,
             last_drops: 0,
             last_undecoded: 0,
+            checkpoint: CheckpointStats::default(),
+            since: Restored::default(),
         }
+    }
+
+    /// At start: the checkpoint in the state directory, if any, into the table, the alert
+    /// windows and the counters (or, with `--fresh`, set aside). Problems are one warning line:
+    /// live then starts fresh.
+    pub(super) fn restore_state(&mut self, opts: &LiveOptions, rules: &Rules, out: &mut LiveOutputs<'_>) {
+        let Some(cfg) = &opts.state else {
+            return;
+        };
+        if let Err(e) = state::ensure_dir(&cfg.dir) {
+            eprintln!("kavwatch: warning: state: {e}");
+        }
+        if cfg.fresh {
+            match state::set_aside(&cfg.dir) {
+                Ok(Some(old)) => {
+                    eprintln!("kavwatch: state: --fresh: the checkpoint was set aside as {}", old.display())
+                }
+                Ok(None) => {}
+                Err(e) => eprintln!("kavwatch: warning: state: --fresh: {e}"),
+            }
+            return;
+        }
+        let mut cp = match state::load(&cfg.dir, opts.max_hosts) {
+            Ok(Some(cp)) => cp,
+            Ok(None) => return,
+            Err(e) => {
+                eprintln!("kavwatch: warning: state: {e}");
+                return;
+            }
+        };
+        let dropped = cp.renumber(rules);
+        self.table = HostTable::restore(cp.table, opts.max_hosts);
+        self.attributor.restore_resolvers(cp.resolvers);
+        if let (Some((engine, _)), Some(w)) = (out.alerts.as_mut(), cp.alert_windows) {
+            engine.restore_windows(w);
+        }
+        self.observations = cp.observations;
+        self.events = cp.events;
+        self.since = Restored { first_start_ns: Some(cp.first_start_ns), first_ts: cp.first_ts, last_ts: cp.last_ts };
+        self.checkpoint.restored_hosts = self.table.len() as u64;
+        let mut notes = String::new();
+        if dropped > 0 {
+            notes.push_str(&format!("; {dropped} kept observations dropped: their rules are gone"));
+        }
+        if cp.cutoff_override != self.cutoff_override {
+            notes.push_str("; saved with another --cutoff: restored verdicts keep the old one");
+        }
+        if cp.sensor != opts.sensor {
+            notes.push_str(&format!("; saved by sensor {:?}", cp.sensor));
+        }
+        eprintln!(
+            "kavwatch: state: restored {} hosts from {} (saved {}){notes}",
+            self.table.len(),
+            cfg.dir.join(state::FILE_NAME).display(),
+            ns_text(cp.saved_at_ns)
+        );
+    }
+
+    /// Writes the checkpoint (every report interval, and at exit). A failure is one warning
+    /// line and counted; live goes on. Says nothing on success, but at exit.
+    pub(super) fn save_state(&mut self, opts: &LiveOptions, rules: &Rules, out: &LiveOutputs<'_>, at_exit: bool) {
+        let Some(cfg) = &opts.state else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let now = super::now_ns();
+        let (first_ts, last_ts) = self.first_last();
+        let mut cp = state::Checkpoint {
+            kavwatch_version: env!("CARGO_PKG_VERSION").to_string(),
+            sensor: opts.sensor.clone(),
+            saved_at_ns: now,
+            first_start_ns: *self.since.first_start_ns.get_or_insert(now),
+            first_ts,
+            last_ts,
+            observations: self.observations,
+            events: self.events,
+            cutoff_override: self.cutoff_override,
+            resolvers: self.attributor.learned_resolvers(),
+            rule_ids: Vec::new(),
+            tunnels: Vec::new(),
+            table: self.table.snapshot(),
+            alert_windows: out.alerts.as_ref().map(|(e, _)| e.windows_state()),
+        };
+        cp.name_numbers(rules);
+        match state::save(&cfg.dir, &cp) {
+            Ok(info) => {
+                self.checkpoint.writes += 1;
+                self.checkpoint.last_bytes = info.bytes;
+                // The whole pause of the sink: snapshot, encoding, writing.
+                self.checkpoint.last_elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+                self.checkpoint.last_saved_ns = Some(now);
+                if at_exit {
+                    eprintln!(
+                        "kavwatch: state: {} hosts saved to {} ({} bytes, {:.1} ms)",
+                        self.table.len(),
+                        info.path.display(),
+                        info.bytes,
+                        self.checkpoint.last_elapsed_ms
+                    );
+                }
+            }
+            Err(e) => {
+                self.checkpoint.failures += 1;
+                eprintln!("kavwatch: warning: state: checkpoint not written: {e}");
+            }
+        }
+    }
+
+    /// First and last packet time, over the runs before a restart too.
+    fn first_last(&self) -> (Option<i64>, Option<i64>) {
+        let first = self.readers.values().filter_map(|r| r.1).chain(self.since.first_ts).min();
+        let last = self.readers.values().filter_map(|r| r.2).chain(self.since.last_ts).max();
+        (first, last)
     }
 
     pub(super) fn take(&mut self, m: Msg, out: &mut LiveOutputs<'_>) -> Result<(), String> {
@@ -196,8 +323,7 @@ impl Sink {
 
     pub(super) fn report(&self, opts: &LiveOptions, rules: &Rules, out: &LiveOutputs<'_>) -> Report {
         let mut stats = self.totals();
-        let first = self.readers.values().filter_map(|r| r.1).min();
-        let last = self.readers.values().filter_map(|r| r.2).max();
+        let (first, last) = self.first_last();
         if let serde_json::Value::Object(m) = &mut stats {
             m.insert(
                 "capture".into(),
@@ -217,6 +343,9 @@ impl Sink {
             m.insert("hosts_evicted".into(), self.table.hosts_evicted.into());
             if let Some((rotations, bytes)) = out.events.as_ref().and_then(EventsOut::file_stats) {
                 m.insert("events_file".into(), serde_json::json!({"rotations": rotations, "bytes": bytes}));
+            }
+            if opts.state.is_some() {
+                m.insert("checkpoint".into(), serde_json::to_value(&self.checkpoint).expect("stats serialise"));
             }
             m.insert("attribution".into(), serde_json::to_value(&self.attributor.stats).expect("stats serialise"));
             m.insert("ksc".into(), serde_json::to_value(&self.attributor.ksc.stats).expect("stats serialise"));
@@ -308,6 +437,11 @@ impl Sink {
         if let Some((engine, delivery)) = &out.alerts {
             snap.set_alerts(engine.stats.raised, &delivery.stats());
         }
+        if opts.state.is_some() {
+            (snap.checkpoint_writes, snap.checkpoint_failures) = (self.checkpoint.writes, self.checkpoint.failures);
+            snap.checkpoint_age_seconds =
+                self.checkpoint.last_saved_ns.map(|t| (super::now_ns() - t).max(0) as f64 / 1e9);
+        }
         snap
     }
 }
@@ -328,4 +462,9 @@ impl LiveSnapshot {
             })
             .collect();
     }
+}
+
+/// `2026-01-02T03:04:05Z`
+fn ns_text(ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

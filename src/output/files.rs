@@ -52,6 +52,11 @@ fn is_special(path: &Path) -> bool {
 /// `path`. With `sync`, the file and then the directory are forced to disk. A link at `path` is
 /// replaced, never followed; a device or FIFO at `path` (e.g. /dev/null) is written in place.
 pub fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
+    write_atomic_mode(path, bytes, sync, DEFAULT_MODE)
+}
+
+/// [`write_atomic`] with another mode for a new file (checkpoints are 0600: they hold every host).
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], sync: bool, mode: u32) -> io::Result<()> {
     if is_special(path) {
         let mut f = options().write(true).open(path).map_err(|e| explain(path, e))?;
         return f.write_all(bytes);
@@ -67,7 +72,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
     let mut tmp = tempfile::Builder::new()
         .prefix(&prefix)
         .suffix(".tmp")
-        .permissions(Permissions::from_mode(DEFAULT_MODE))
+        .permissions(Permissions::from_mode(mode))
         .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     if sync {

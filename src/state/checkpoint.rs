@@ -1,8 +1,8 @@
 //! The checkpoint file: what it holds, its bytes, writing it atomically and reading it back.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::fs::OpenOptions;
+use std::io::Read;
 use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -242,16 +242,8 @@ pub fn save(dir: &Path, cp: &Checkpoint) -> Result<SaveInfo, StateError> {
     let bytes = encode(cp)?;
     ensure_dir(dir)?;
     let path = dir.join(FILE_NAME);
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |error| StateError::Io { path, error }
-    };
-    let mut tmp =
-        tempfile::Builder::new().prefix(".live.checkpoint.").suffix(".tmp").tempfile_in(dir).map_err(io(dir))?;
-    tmp.write_all(&bytes).map_err(io(tmp.path()))?;
-    tmp.as_file().sync_all().map_err(io(tmp.path()))?;
-    tmp.persist(&path).map_err(|e| StateError::Io { path: path.clone(), error: e.error })?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    crate::output::files::write_atomic_mode(&path, &bytes, true, 0o600)
+        .map_err(|error| StateError::Io { path: path.clone(), error })?;
     Ok(SaveInfo { path, bytes: bytes.len() as u64, elapsed: t.elapsed() })
 }
 

@@ -9,9 +9,10 @@ mod common;
 use std::os::unix::fs::{MetadataExt, symlink};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::netns::*;
 use common::*;
 
 const VICTIM_TEXT: &str = "the victim: root's file that no output may touch\n";
@@ -214,135 +215,20 @@ fn the_alert_spool_is_private_and_its_planted_links_are_not_read() {
 
 // --- live: rotation and SIGHUP, on a veth pair in a namespace (root) ---
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-macro_rules! need_root {
-    () => {
-        if !is_root() {
-            eprintln!("SKIPPED: live capture tests need root (CI runs them as root)");
-            return;
-        }
-    };
-}
-
-fn sh(cmd: &mut Command) {
-    let o = cmd.output().expect("running a system command");
-    assert!(o.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&o.stderr));
-}
-
-/// A network namespace holding a veth pair `r0` (replay side) <-> `c0` (capture side).
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("kws-{}-{tag}", std::process::id());
-        let _ = tool("ip", "iproute2").args(["netns", "del", &name]).output();
-        sh(Command::new("ip").args(["netns", "add", &name]));
-        let ns = Netns { name };
-        ns.ip(&["link", "add", "r0", "type", "veth", "peer", "name", "c0"]);
-        sh(Command::new("ip").args(["netns", "exec", &ns.name, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]));
-        for l in ["lo", "r0", "c0"] {
-            ns.ip(&["link", "set", l, "up"]);
-        }
-        ns
-    }
-
-    fn ip(&self, args: &[&str]) {
-        sh(Command::new("ip").arg("-n").arg(&self.name).args(args));
-    }
-
-    fn exec(&self, prog: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, prog]);
-        c
-    }
-
-    /// dns-udp.pcap (7 events with the shipped rules) `times` times.
-    fn replay_dns(&self, times: usize) {
-        tool("tcpreplay", "tcpreplay");
-        let mut c = self.exec("tcpreplay");
-        c.args(["-q", "-i", "r0", "--loop", &times.to_string()]).arg(captures().join("dns-udp.pcap"));
-        sh(&mut c);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
-    }
-}
-
 const DNS_EVENTS: usize = 7;
 
-struct Live {
-    child: Child,
-    stderr: PathBuf,
+/// dns-udp.pcap (7 events with the shipped rules) `times` times.
+fn replay_dns(ns: &Netns, times: usize) {
+    ns.replay(&[captures().join("dns-udp.pcap")], &["--loop", &times.to_string()]);
 }
 
-impl Live {
-    fn start(ns: &Netns, dir: &Path, args: &[&str]) -> Live {
-        let stderr = dir.join("live.err");
-        let mut c = ns.exec(env!("CARGO_BIN_EXE_kavwatch"));
-        // SAFETY: umask is async-signal-safe and touches only the child's mask.
-        unsafe {
-            c.pre_exec(|| {
-                libc::umask(0o022);
-                Ok(())
-            });
-        }
-        let child = c
-            .args(["live", "-i", "c0", "--cutoff", "2000-01-01T00:00:00Z"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .expect("starting kavwatch live");
-        let live = Live { child, stderr };
-        live.wait_stderr("kavwatch: live on", Duration::from_secs(10));
-        live
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn wait_stderr(&self, needle: &str, timeout: Duration) {
-        let t = Instant::now();
-        while !self.stderr().contains(needle) {
-            assert!(t.elapsed() < timeout, "no {needle:?} from kavwatch live: {}", self.stderr());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill on our own child's pid (`ip netns exec` execs kavwatch in place).
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
-    }
-
-    fn stop(mut self) -> (i32, String) {
-        std::thread::sleep(Duration::from_millis(600));
-        self.signal(libc::SIGTERM);
-        let t = Instant::now();
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return (st.code().unwrap_or(-1), self.stderr());
-            }
-            assert!(t.elapsed() < Duration::from_secs(20), "kavwatch live did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `live` on c0 with every observation after the cutoff, files created under umask 022.
+fn start_live(ns: &Netns, dir: &Path, args: &[&str]) -> Live {
+    // SAFETY: umask has no preconditions; the modes asserted below assume 022 (root's default).
+    unsafe { libc::umask(0o022) };
+    let mut all = vec!["--cutoff", "2000-01-01T00:00:00Z"];
+    all.extend_from_slice(args);
+    Live::start(ns, dir, &all)
 }
 
 fn with_suffix(p: &Path, n: u32) -> PathBuf {
@@ -391,7 +277,7 @@ fn live_events_rotate_between_whole_lines_and_keep_n() {
     let ns = Netns::new("rot");
     let (ev, rep) = (d.join("events.json"), d.join("report.json"));
     // Keep enough rotated files that none is lost: every event must be found, in whole lines.
-    let live = Live::start(
+    let live = start_live(
         &ns,
         &d,
         &[
@@ -410,7 +296,7 @@ fn live_events_rotate_between_whole_lines_and_keep_n() {
     symlink(&v, &old_tmp).unwrap();
     let rounds = 6;
     for _ in 0..rounds {
-        ns.replay_dns(1);
+        replay_dns(&ns, 1);
     }
     wait_for("all events", || all_events(&ev, 200).0.len() >= rounds * DNS_EVENTS);
     let (code, err) = live.stop();
@@ -437,9 +323,9 @@ fn live_events_rotate_between_whole_lines_and_keep_n() {
     // --events-keep 2: PATH, PATH.1, PATH.2 and nothing more, still whole lines.
     let ev2 = d.join("events2.json");
     let live =
-        Live::start(&ns, &d, &["--events", ev2.to_str().unwrap(), "--events-max-bytes", "1500", "--events-keep", "2"]);
+        start_live(&ns, &d, &["--events", ev2.to_str().unwrap(), "--events-max-bytes", "1500", "--events-keep", "2"]);
     for _ in 0..rounds {
-        ns.replay_dns(1);
+        replay_dns(&ns, 1);
     }
     wait_for("rotations", || with_suffix(&ev2, 2).exists());
     let (code, err) = live.stop();
@@ -456,7 +342,7 @@ fn sighup_reopens_the_events_and_alert_files_after_logrotate_moved_them() {
     let ns = Netns::new("hup");
     let (ev, alerts) = (d.join("events.json"), d.join("alerts.json"));
     let alert = format!("file:{}", alerts.display());
-    let live = Live::start(
+    let live = start_live(
         &ns,
         &d,
         &[
@@ -471,7 +357,7 @@ fn sighup_reopens_the_events_and_alert_files_after_logrotate_moved_them() {
             d.join("state").to_str().unwrap(),
         ],
     );
-    ns.replay_dns(1);
+    replay_dns(&ns, 1);
     wait_for("the first events", || std::fs::read_to_string(&ev).unwrap_or_default().lines().count() >= DNS_EVENTS);
     wait_for("the first alerts", || std::fs::metadata(&alerts).is_ok_and(|m| m.len() > 0));
     std::thread::sleep(Duration::from_millis(1500));
@@ -483,7 +369,7 @@ fn sighup_reopens_the_events_and_alert_files_after_logrotate_moved_them() {
     live.signal(libc::SIGHUP);
     wait_for("new files at the paths", || ev.exists() && alerts.exists());
     assert!(!live.stderr().contains("NOT reopened"), "{}", live.stderr());
-    ns.replay_dns(1);
+    replay_dns(&ns, 1);
     wait_for("the new events", || std::fs::read_to_string(&ev).unwrap_or_default().lines().count() >= DNS_EVENTS);
     wait_for("the new alerts", || std::fs::metadata(&alerts).is_ok_and(|m| m.len() > 0));
     let (code, err) = live.stop();

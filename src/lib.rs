@@ -12,6 +12,7 @@ pub mod bounded;
 pub mod capture;
 pub mod config;
 pub mod decode;
+pub mod fleet;
 pub mod flow;
 pub mod fuzzing;
 pub mod host;

@@ -14,6 +14,7 @@ use kavwatch::alert::AlertStats;
 use kavwatch::alert::engine::{AlertEngine, EngineConfig};
 use kavwatch::attribution::{Attributor, mark_resolvers};
 use kavwatch::capture::expand_inputs;
+use kavwatch::fleet::message::SensorStatus;
 use kavwatch::host::{HostTable, Verdict};
 use kavwatch::output::events::{Inputs, write_event};
 use kavwatch::output::report::{Report, RunInfo};
@@ -35,6 +36,7 @@ pub(crate) fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     let sensor = a.sensor_name.clone().unwrap_or_else(default_sensor_name);
     contain::set_sample_dir(a.state_dir.clone().unwrap_or_else(contain::default_state_dir));
     let delivery = start_alerts(&a.alerts, &sensor, a.state_dir.as_deref())?;
+    let publisher = super::fleet::start_publisher(&a.publish, &a.alerts, &sensor, a.state_dir.as_deref())?;
     let workers =
         a.workers.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let spill = SpillArea::new(a.spill_dir.clone().unwrap_or_else(std::env::temp_dir));
@@ -79,10 +81,19 @@ pub(crate) fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     });
     // One pass over the sorted observations: host table, events and alerts.
     let mut table = HostTable::new(usize::MAX);
+    let mut line = Vec::with_capacity(1024);
     for o in spill::merge(vec![kept], spill.clone()) {
         table.add(&o, &rules, cutoff_override);
         if let Some(out) = events_out.as_mut() {
             write_event(out, &o, &rules, Inputs::Files(&input_names), cutoff_override).context("writing events")?;
+        }
+        if let Some(p) = &publisher {
+            line.clear();
+            write_event(&mut line, &o, &rules, Inputs::Files(&input_names), cutoff_override)
+                .context("writing events")?;
+            if !line.is_empty() {
+                p.observation(&String::from_utf8_lossy(&line));
+            }
         }
         if let (Some(engine), Some(delivery)) = (engine.as_mut(), delivery.as_ref())
             && let Some(mut alert) = engine.observe(&o, &rules)
@@ -140,6 +151,26 @@ pub(crate) fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
         };
         report.stats["alerts"] = serde_json::to_value(&stats).expect("alert stats serialise");
     }
+    let mut publish_undelivered = false;
+    if let Some(p) = publisher {
+        let status = SensorStatus::of(&report, "analyze", input_names.clone(), 0, true, p.stats());
+        p.status(&status);
+        let ps = p.finish();
+        if !a.quiet {
+            eprintln!("kavwatch: {}", kavwatch::fleet::publish::summary_line(&ps));
+        }
+        if ps.waiting > 0 || ps.dropped > 0 {
+            publish_undelivered = true;
+            eprintln!(
+                "kavwatch: publish to {}: {} waiting in the spool (sent by the next run with this spool), {} dropped{}",
+                ps.servers,
+                ps.waiting,
+                ps.dropped,
+                ps.last_error.as_deref().map(|e| format!(" (last error: {e})")).unwrap_or_default()
+            );
+        }
+        report.stats["publish"] = serde_json::to_value(&ps).expect("stats serialise");
+    }
     if let Some(path) = &a.report {
         write_file(path, &render(&report, path))?;
     }
@@ -180,7 +211,7 @@ pub(crate) fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::from(5));
     }
-    if alerts_undelivered {
+    if alerts_undelivered || publish_undelivered {
         return Ok(ExitCode::from(4));
     }
     if a.fail_on_active && hosts.iter().any(|h| h.verdict() == Verdict::ActiveAfterCutoff) {

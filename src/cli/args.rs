@@ -36,6 +36,9 @@ pub(crate) enum Command {
     /// Check a configuration file, or print the effective configuration of `live`.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// A fleet of sensors on NATS JetStream: create the stream, run the collector.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
     /// Generate man pages, shell completions or the default configuration file (for packaging).
     #[command(subcommand)]
     Generate(super::generate::GenerateCommand),
@@ -136,6 +139,8 @@ pub(crate) struct AnalyzeArgs {
     pub(crate) memory_budget: u64,
     #[command(flatten)]
     pub(crate) alerts: AlertArgs,
+    #[command(flatten)]
+    pub(crate) publish: PublishArgs,
     #[command(flatten)]
     pub(crate) decap: DecapArgs,
 }
@@ -349,7 +354,105 @@ pub(crate) struct LiveArgs {
     #[command(flatten)]
     pub(crate) alerts: AlertArgs,
     #[command(flatten)]
+    pub(crate) publish: PublishArgs,
+    #[command(flatten)]
     pub(crate) decap: DecapArgs,
+}
+
+/// How to reach NATS: servers, credentials, TLS. User and password or a token come from the
+/// environment (NATS_USER and NATS_PASSWORD, or NATS_TOKEN), never from the command line.
+#[derive(Args, Clone)]
+pub(crate) struct NatsArgs {
+    /// NKey/JWT credentials file (as `nsc` writes it).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) nats_creds: Option<PathBuf>,
+    /// PEM file of the CA that signed the NATS servers' certificates (turns TLS on).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) nats_ca: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+#[command(next_help_heading = "Fleet (NATS JetStream)")]
+pub(crate) struct PublishArgs {
+    /// Publish every observation and a status to NATS JetStream: nats://HOST:PORT, comma-
+    /// separated for a cluster (stream KAVWATCH, see `fleet init`). What no server acknowledges
+    /// waits in the spool (--spool-dir, --spool-max-bytes).
+    #[arg(long, value_name = "URLS")]
+    pub(crate) publish: Option<String>,
+    #[command(flatten)]
+    pub(crate) nats: NatsArgs,
+    /// At the end of a run, how long to keep trying unreachable servers before leaving the rest in the spool.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub(crate) publish_drain_timeout: std::time::Duration,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum FleetCommand {
+    /// Create the KAVWATCH stream (subjects kavwatch.>), or check an existing one and say what differs.
+    Init(FleetInitArgs),
+    /// Read the stream and keep the merged host table of the whole fleet: reports rewritten
+    /// every interval, fleet alerts, checkpoints in the state directory.
+    Collect(FleetCollectArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct FleetInitArgs {
+    /// NATS servers: nats://HOST:PORT, comma-separated for a cluster.
+    #[arg(long, value_name = "URLS")]
+    pub(crate) nats: String,
+    #[command(flatten)]
+    pub(crate) auth: NatsArgs,
+    /// Copies of each message in the cluster (1, or 3 for a three-server cluster).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub(crate) replicas: u8,
+    /// Messages older than this are deleted (e.g. 400d; 0: by size only).
+    #[arg(long, value_name = "DURATION", default_value = "400d", value_parser = parse_duration)]
+    pub(crate) max_age: std::time::Duration,
+    /// Past this size the oldest messages are deleted (e.g. 20G).
+    #[arg(long, value_name = "BYTES", default_value = "20G", value_parser = parse_size)]
+    pub(crate) max_bytes: u64,
+    /// A message whose Nats-Msg-Id the stream stored this recently is dropped as a duplicate.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub(crate) duplicate_window: std::time::Duration,
+}
+
+#[derive(Args)]
+pub(crate) struct FleetCollectArgs {
+    /// NATS servers: nats://HOST:PORT, comma-separated for a cluster.
+    #[arg(long, value_name = "URLS")]
+    pub(crate) nats: String,
+    #[command(flatten)]
+    pub(crate) auth: NatsArgs,
+    /// Rewrite the fleet report at PATH (JSON, or CSV / HTML by extension) atomically, every
+    /// --report-interval and at exit (repeatable).
+    #[arg(long, value_name = "PATH", required = true)]
+    pub(crate) report: Vec<PathBuf>,
+    /// How often the reports are rewritten and the state checkpointed.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub(crate) report_interval: std::time::Duration,
+    /// The collector's name (alert ids, syslog HOSTNAME) [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    pub(crate) name: Option<String>,
+    /// State directory: the checkpoint (fleet.checkpoint) and the alert spool [default:
+    /// $STATE_DIRECTORY, else /var/lib/kavwatch/fleet as root, else ~/.local/state/kavwatch/fleet].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
+    /// Start over from the start of the stream (the checkpoint is set aside as fleet.checkpoint.old).
+    #[arg(long)]
+    pub(crate) fresh: bool,
+    /// Most hosts kept; past it the longest-quiet half is forgotten (counted).
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub(crate) max_hosts: usize,
+    #[command(flatten)]
+    pub(crate) rules: RulesArg,
+    /// Override the rules' cutoff instant (RFC 3339); sensors must use the same.
+    #[arg(long, value_name = "RFC3339")]
+    pub(crate) cutoff: Option<String>,
+    /// Stop after this long (as SIGTERM would).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) duration: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub(crate) alerts: AlertArgs,
 }
 
 #[derive(Subcommand)]

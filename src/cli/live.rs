@@ -70,6 +70,7 @@ pub(crate) fn live(a: LiveArgs, reread: Option<Reread>) -> Result<ExitCode> {
         })
         .transpose()?;
     let delivery = start_alerts(&a.alerts, &sensor, a.state_dir.as_deref())?;
+    let publish = super::fleet::start_publisher(&a.publish, &a.alerts, &sensor, a.state_dir.as_deref())?;
     // Before capture starts: a port in use ends the command here.
     let metrics = a
         .metrics
@@ -111,6 +112,7 @@ pub(crate) fn live(a: LiveArgs, reread: Option<Reread>) -> Result<ExitCode> {
             eprintln!("kavwatch: metrics on http://{bound}/metrics");
             exporter
         }),
+        publish,
     };
     eprintln!(
         "kavwatch: live on {} ({} engine, {} workers){}",

@@ -4,6 +4,7 @@
 mod analyze;
 mod args;
 mod config;
+mod fleet;
 mod generate;
 mod live;
 
@@ -38,6 +39,8 @@ pub fn run() -> Result<ExitCode> {
         Command::Report(ReportCommand::Merge { reports, output }) => report_merge(&reports, &output),
         Command::Config(ConfigCommand::Check { path }) => config::check(path.as_deref()),
         Command::Config(ConfigCommand::Show { path, options }) => config::show(path.as_deref(), &options),
+        Command::Fleet(FleetCommand::Init(a)) => fleet::init(a),
+        Command::Fleet(FleetCommand::Collect(a)) => fleet::collect(a),
         Command::Generate(what) => generate::generate(what),
     }
 }

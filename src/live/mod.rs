@@ -151,6 +151,8 @@ pub struct LiveOutputs<'a> {
     pub reload: Option<Reloader<'a>>,
     /// `--metrics`: the server's published text, refreshed when a scrape wants it.
     pub metrics: Option<crate::metrics::Exporter>,
+    /// `--publish`: observations and statuses to NATS JetStream.
+    pub publish: Option<crate::fleet::publish::Publisher>,
 }
 
 /// Flags set by signal handlers.
@@ -331,7 +333,14 @@ pub fn run(
         }
         if last_stats.elapsed() >= stats_interval {
             let alerts = out.alerts.as_ref().map(|(e, d)| crate::alert::summary_line(&e.stats, &d.stats()));
-            eprintln!("{}", sink.stats_line(last_stats.elapsed(), alerts));
+            let mut line = sink.stats_line(last_stats.elapsed(), alerts);
+            if let Some(p) = &out.publish {
+                let status = sink.status(opts, &shared.get(), &out, stats_interval, false);
+                p.status(&status);
+                line.push_str(", ");
+                line.push_str(&crate::fleet::publish::summary_line(&p.stats()));
+            }
+            eprintln!("{line}");
             last_stats = Instant::now();
         }
         if last_report.elapsed() >= report_interval {
@@ -367,8 +376,29 @@ pub fn run(
             destinations: dests.into_iter().map(|d| (d.destination.clone(), d)).collect(),
         });
     }
-    eprintln!("{}", sink.stats_line(last_stats.elapsed(), alerts_line));
+    let mut line = sink.stats_line(last_stats.elapsed(), alerts_line);
     let mut report = sink.report(opts, &shared.get(), &out);
+    if let Some(a) = &final_alerts {
+        report.stats["alerts"] = serde_json::to_value(a).expect("alert stats serialise");
+    }
+    if let Some(p) = out.publish.take() {
+        // The last status, then everything acknowledged or spooled.
+        let mut status = crate::fleet::message::SensorStatus::of(
+            &report,
+            "live",
+            opts.interfaces.clone(),
+            stats_interval.as_secs().max(1),
+            true,
+            p.stats(),
+        );
+        status.report.stats["publish"] = serde_json::to_value(&status.publish).expect("stats serialise");
+        p.status(&status);
+        let ps = p.finish();
+        line.push_str(", ");
+        line.push_str(&crate::fleet::publish::summary_line(&ps));
+        report.stats["publish"] = serde_json::to_value(&ps).expect("stats serialise");
+    }
+    eprintln!("{line}");
     if let Some(m) = &out.metrics {
         let mut snap = sink.metrics(opts, m, &shared, &out);
         if let Some(a) = &final_alerts {

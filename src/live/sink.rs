@@ -230,6 +230,24 @@ impl Sink {
                 delivery.send(&a);
             }
         }
+        if let Some(p) = &out.publish {
+            let mut line = Vec::with_capacity(1024);
+            for o in &obs {
+                line.clear();
+                if crate::output::events::write_event(
+                    &mut line,
+                    o,
+                    rules,
+                    Inputs::Interfaces(&self.interfaces),
+                    self.cutoff_override,
+                )
+                .is_ok()
+                    && !line.is_empty()
+                {
+                    p.observation(&String::from_utf8_lossy(&line));
+                }
+            }
+        }
         if let Some(e) = out.events.as_mut() {
             write_events(e, &obs, rules, Inputs::Interfaces(&self.interfaces), self.cutoff_override)
                 .map_err(|e| format!("writing events: {e}"))?;
@@ -321,6 +339,27 @@ impl Sink {
         line
     }
 
+    /// The status `--publish` sends every stats interval.
+    pub(super) fn status(
+        &self,
+        opts: &LiveOptions,
+        rules: &Rules,
+        out: &LiveOutputs<'_>,
+        interval: Duration,
+        last: bool,
+    ) -> crate::fleet::message::SensorStatus {
+        let report = self.report(opts, rules, out);
+        let publish = out.publish.as_ref().map(|p| p.stats()).unwrap_or_default();
+        crate::fleet::message::SensorStatus::of(
+            &report,
+            "live",
+            opts.interfaces.clone(),
+            interval.as_secs().max(1),
+            last,
+            publish,
+        )
+    }
+
     pub(super) fn report(&self, opts: &LiveOptions, rules: &Rules, out: &LiveOutputs<'_>) -> Report {
         let mut stats = self.totals();
         let (first, last) = self.first_last();
@@ -356,6 +395,9 @@ impl Sink {
                     destinations: delivery.stats().into_iter().map(|d| (d.destination.clone(), d)).collect(),
                 };
                 m.insert("alerts".into(), serde_json::to_value(a).expect("alert stats serialise"));
+            }
+            if let Some(p) = &out.publish {
+                m.insert("publish".into(), serde_json::to_value(p.stats()).expect("stats serialise"));
             }
         }
         let inputs: Vec<crate::pipeline::InputSummary> = self

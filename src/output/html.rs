@@ -73,6 +73,7 @@ td.n{text-align:right}
 details table{font-size:12px}
 .muted{color:#666}
 .warn{border-left:4px solid #b00020;background:#fdf0f2;padding:6px 10px;margin:8px 0}
+.s-stale td{background:#fdf0f2;color:#b00020}
 svg text{font:11px system-ui,sans-serif}
 @media print{.controls{display:none}th{cursor:auto}tr{break-inside:avoid}details{display:block}body{margin:0}}
 "#;
@@ -290,6 +291,37 @@ fn host_row(s: &mut String, h: &HostRow, large: bool) {
     let _ = write!(s, "<p class=\"muted\">Sensors: {}</p></details></td></tr>", esc(&h.sensors.join(", ")));
 }
 
+/// The fleet collector's Sensors section: each sensor's last status.
+fn sensors_table(s: &mut String, r: &Report) {
+    s.push_str("<h2>Sensors</h2><table id=\"sensors\"><thead><tr><th>sensor</th><th>state</th><th>mode</th><th>last heard</th><th>inputs</th><th>packets</th><th>kernel drops</th><th>undecoded</th><th>hosts</th><th>observations</th><th>alerts</th><th>published (acked / spooled / dropped / waiting)</th><th>version</th></tr></thead><tbody>");
+    for x in &r.fleet_sensors {
+        let _ = write!(
+            s,
+            "<tr data-sensor=\"{}\" data-state=\"{}\" class=\"s-{}\"><td>{}</td><td><b>{}</b></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2} %</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {} / {} / {}</td><td>{}</td></tr>",
+            esc(&x.sensor),
+            esc(&x.state),
+            esc(&x.state),
+            esc(&x.sensor),
+            esc(&x.state),
+            esc(&x.mode),
+            esc(&human(&x.last_heard)),
+            esc(&x.inputs.join(", ")),
+            x.packets,
+            x.kernel_drops,
+            x.undecoded_share * 100.0,
+            x.hosts,
+            x.observations,
+            x.alerts_raised,
+            x.published_acked,
+            x.publish_spooled,
+            x.publish_dropped,
+            x.publish_waiting,
+            esc(&x.version)
+        );
+    }
+    s.push_str("</tbody></table><p class=\"muted\">A sensor is stale when it has been silent for more than three of its stats intervals: what it would see is missing from this answer.</p>");
+}
+
 /// The whole page.
 pub fn to_html(r: &Report) -> String {
     let large = r.hosts.len() > LARGE;
@@ -310,6 +342,9 @@ pub fn to_html(r: &Report) -> String {
         "<h1>Kaspersky traffic after the US ban</h1><p class=\"answer\" id=\"answer\"><b>{active}</b> host(s) still contacted Kaspersky update, telemetry, activation or management servers after {}.</p>",
         esc(&human(&super::rfc3339(parse_instant(&r.cutoff).unwrap_or(0))))
     );
+    if let Some(line) = r.stale_sensors_text() {
+        let _ = write!(s, "<p class=\"warn\" data-stale-sensors>{}</p>", esc(&line));
+    }
     if let Some(line) = r.undecoded_text() {
         let _ = write!(s, "<p class=\"warn\" data-undecoded=\"{:.4}\">{}</p>", r.undecoded_share(), esc(&line));
     }
@@ -373,6 +408,9 @@ pub fn to_html(r: &Report) -> String {
     }
     if let Some(line) = r.evidence_dropped_text() {
         let _ = write!(s, "<p class=\"warn\" data-limit=\"evidence\">{}</p>", esc(&line));
+    }
+    if !r.fleet_sensors.is_empty() {
+        sensors_table(&mut s, r);
     }
     s.push_str("<h2>Observations over time</h2>");
     s.push_str(&timeline(r));

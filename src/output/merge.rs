@@ -56,7 +56,9 @@ pub fn add_values(a: &mut serde_json::Value, b: &serde_json::Value) {
     }
 }
 
-fn merge_host(a: &mut HostRow, b: HostRow) {
+/// Folds host row `b` into `a` (same key): counts added, times widened, names and domains
+/// joined. The fleet collector folds every observation in with it.
+pub fn merge_host(a: &mut HostRow, b: HostRow) {
     a.first_seen = min_s(&a.first_seen, &b.first_seen);
     a.mac = a.mac.take().or(b.mac.clone());
     a.role = a.role.take().or(b.role.clone());
@@ -174,8 +176,14 @@ pub fn merge(reports: Vec<Report>) -> Result<Report, MergeError> {
             }
         }
     }
+    finish_hosts(&mut out, hosts.into_values().collect())?;
+    Ok(out)
+}
+
+/// Puts `hosts` in `out`: each verdict worked out again against `out.cutoff`, report order,
+/// the summary, and the stats' derived numbers.
+pub fn finish_hosts(out: &mut Report, mut hosts: Vec<HostRow>) -> Result<(), MergeError> {
     let cutoff = rfc3339(parse_instant(&out.cutoff).ok_or_else(|| MergeError::BadCutoff(out.cutoff.clone()))?);
-    let mut hosts: Vec<HostRow> = hosts.into_values().collect();
     for h in &mut hosts {
         recompute(h, &cutoff);
     }
@@ -192,5 +200,5 @@ pub fn merge(reports: Vec<Report>) -> Result<Report, MergeError> {
     out.finish_stats();
     out.hosts = hosts;
     out.kavwatch_version = env!("CARGO_PKG_VERSION").into();
-    Ok(out)
+    Ok(())
 }

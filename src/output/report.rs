@@ -127,6 +127,39 @@ pub struct Report {
     pub hosts: Vec<HostRow>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// A fleet collector's report: each sensor's last status (the Sensors section).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fleet_sensors: Vec<SensorRow>,
+}
+
+/// One sensor in a fleet collector's report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SensorRow {
+    pub sensor: String,
+    /// `live` or `analyze` (empty before its first status).
+    pub mode: String,
+    /// `reporting`, `finished` (an analysis that ended), `stale` (silent for more than three
+    /// stats intervals: a blind spot) or `no-status` (observations but no status yet).
+    pub state: String,
+    /// When its last message reached the stream (the server's clock).
+    pub last_heard: String,
+    /// Its own clock at its last status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<String>,
+    pub interval_s: u64,
+    pub version: String,
+    pub inputs: Vec<String>,
+    pub packets: u64,
+    pub kernel_drops: u64,
+    pub undecoded_share: f64,
+    pub hosts: u64,
+    pub observations: u64,
+    pub alerts_raised: u64,
+    /// Its publisher's counters: acknowledged, spooled, dropped, waiting.
+    pub published_acked: u64,
+    pub publish_spooled: u64,
+    pub publish_dropped: u64,
+    pub publish_waiting: u64,
 }
 
 pub const VERDICTS: [&str; 4] = ["active-after-cutoff", "active-before-cutoff", "excluded-only", "other-only"];
@@ -260,9 +293,41 @@ impl Report {
             timeline,
             hosts,
             errors: run.errors.to_vec(),
+            fleet_sensors: Vec::new(),
         };
         report.finish_stats();
         report
+    }
+
+    /// A report of nothing yet, against `cutoff` (RFC 3339): where a fleet collector starts.
+    pub fn empty(cutoff: &str) -> Report {
+        Report {
+            kavwatch_version: env!("CARGO_PKG_VERSION").into(),
+            sensors: Vec::new(),
+            cutoff: cutoff.to_string(),
+            rules: Vec::new(),
+            inputs: Vec::new(),
+            period: Period::default(),
+            summary: summary(&[]),
+            stats: serde_json::Value::Object(Default::default()),
+            timeline: BTreeMap::new(),
+            hosts: Vec::new(),
+            errors: Vec::new(),
+            fleet_sensors: Vec::new(),
+        }
+    }
+
+    /// Sensors marked stale, for the warning at the top of every format.
+    pub fn stale_sensors_text(&self) -> Option<String> {
+        let stale: Vec<&str> =
+            self.fleet_sensors.iter().filter(|s| s.state == "stale").map(|s| s.sensor.as_str()).collect();
+        (!stale.is_empty()).then(|| {
+            format!(
+                "{} sensor(s) stale (silent for more than three stats intervals; what they see is missing): {}",
+                stale.len(),
+                stale.join(", ")
+            )
+        })
     }
 
     pub fn to_json(&self) -> String {
@@ -511,6 +576,9 @@ impl Report {
             let _ = writeln!(s, "{line}");
         }
         if let Some(line) = self.undecoded_text() {
+            let _ = writeln!(s, "{line}");
+        }
+        if let Some(line) = self.stale_sensors_text() {
             let _ = writeln!(s, "{line}");
         }
         s

@@ -4,39 +4,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 use serde_json::Value;
-
-/// Headless Chromium as the project's machines run it: no sandbox (root), nothing in the
-/// background that would reach for the network, a fresh profile.
-fn chromium(profile: &str) -> Command {
-    let dir = tmpdir(profile);
-    let mut c = tool("chromium", "chromium");
-    c.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        &format!("--user-data-dir={}", dir.display()),
-    ]);
-    c
-}
-
-/// The page's DOM after its scripts ran.
-fn dom(html: &Path) -> String {
-    let out = chromium(&format!("chromium-{}", html.file_name().unwrap().to_string_lossy()))
-        .args(["--virtual-time-budget=5000", "--dump-dom", &format!("file://{}", html.display())])
-        .output()
-        .expect("chromium (Debian package chromium) must be installed: .ci/run installs it");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn screenshot(html: &Path, png: &Path) {
     let o = chromium("chromium-shot")

@@ -73,6 +73,9 @@ pub struct ConnState {
 
 impl ConnState {
     fn on_event(&self, e: Event) {
+        if std::env::var_os("KAVWATCH_DEBUG_NATS").is_some() {
+            eprintln!("kavwatch: NATS event: {e}");
+        }
         match e {
             Event::Connected => {
                 self.connected.store(true, Ordering::Relaxed);

@@ -24,8 +24,11 @@ use crate::alert::spool::Spool;
 
 /// Messages awaiting their acknowledgement at once.
 pub const WINDOW: usize = 256;
-/// Messages queued in memory before the publisher's thread takes them.
-const QUEUE: usize = 8192;
+/// Messages queued in memory before the publisher's thread takes them (past this, while the
+/// thread waits on acknowledgements, new ones are dropped and counted: capture never waits).
+const QUEUE: usize = 65_536;
+/// How long a new publisher waits for its first connection before spooling.
+const FIRST_CONNECT: Duration = Duration::from_secs(3);
 /// How long an acknowledgement may take.
 const ACK_TIMEOUT: Duration = Duration::from_secs(4);
 /// After a failed publish, the wait before the spool is tried again.
@@ -119,11 +122,10 @@ impl Publisher {
 
     fn queue(&self, r: Record) {
         let Some(tx) = &self.tx else { return };
-        if tx.send_timeout(r, Duration::from_secs(1)).is_err() {
-            // Only when the publisher's thread is stuck on its disk for a second.
+        if tx.try_send(r).is_err() {
             let mut s = lock(&self.stats);
             s.dropped += 1;
-            s.last_error = Some("queue full".into());
+            s.last_error = Some("publish queue full: the servers acknowledge too slowly".into());
         }
     }
 
@@ -209,6 +211,11 @@ impl Sender_ {
                 self.js = Some(jetstream::ContextBuilder::new().timeout(ACK_TIMEOUT).build(client));
             }
             Err(e) => lock(&self.stats).last_error = Some(e.to_string()),
+        }
+        // Servers that answer at once take the first messages straight, not through the spool.
+        let t = Instant::now();
+        while self.js.is_some() && !self.state.is_connected() && t.elapsed() < FIRST_CONNECT {
+            std::thread::sleep(Duration::from_millis(10));
         }
         let mut closing: Option<Instant> = None;
         loop {

@@ -56,6 +56,10 @@ fn non_default_values(d: &Path) -> Vec<(&'static str, Vec<String>)> {
         ("split-by-overlay", one("true")),
         ("metrics", one("127.0.0.1:9464")),
         ("fresh", one("true")),
+        ("publish", one("nats://10.0.0.7:4222,nats://10.0.0.8:4222")),
+        ("nats-creds", one(&p("sensor.creds"))),
+        ("nats-ca", one(&p("nats-ca.pem"))),
+        ("publish-drain-timeout", one("45s")),
     ]
 }
 

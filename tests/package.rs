@@ -107,6 +107,9 @@ const PAGES: &[&str] = &[
     "kavwatch-config",
     "kavwatch-config-check",
     "kavwatch-config-show",
+    "kavwatch-fleet",
+    "kavwatch-fleet-init",
+    "kavwatch-fleet-collect",
     "kavwatch-generate",
     "kavwatch-generate-man",
     "kavwatch-generate-completions",
@@ -163,7 +166,8 @@ fn bash_complete(words: &str) -> String {
     ok("bash", &["-c", &script]).trim().to_string()
 }
 
-const UNITS: &[&str] = &["kavwatch@.service", "kavwatch-report.service", "kavwatch-report.timer"];
+const UNITS: &[&str] =
+    &["kavwatch@.service", "kavwatch-report.service", "kavwatch-report.timer", "kavwatch-collect.service"];
 
 #[test]
 fn debian_package_installs_checks_and_purges() {
@@ -192,6 +196,10 @@ fn debian_package_installs_checks_and_purges() {
     assert!(version.starts_with(&format!("kavwatch {}", env!("CARGO_PKG_VERSION"))), "{version}");
     let conffiles = ok("dpkg-query", &["-W", "-f=${Conffiles}", "kavwatch"]);
     assert!(conffiles.contains("/etc/kavwatch/kavwatch.toml"), "conffiles: {conffiles:?}");
+    assert!(conffiles.contains("/etc/kavwatch/nats.env"), "conffiles: {conffiles:?}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata("/etc/kavwatch/nats.env").unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "nats.env may hold a password");
     let shipped = std::fs::read_to_string("/etc/kavwatch/kavwatch.toml").unwrap();
     assert!(shipped.lines().all(|l| l.is_empty() || l.starts_with('#')), "the shipped config is all comments");
     assert!(shipped.contains("# interface = []"), "{shipped}");
@@ -222,7 +230,9 @@ fn debian_package_installs_checks_and_purges() {
         let path = format!("/lib/systemd/system/{unit}");
         assert!(Path::new(&path).is_file(), "{path} missing");
     }
-    for unit in ["kavwatch@eth1.service", "kavwatch-report.service", "kavwatch-report.timer"] {
+    for unit in
+        ["kavwatch@eth1.service", "kavwatch-report.service", "kavwatch-report.timer", "kavwatch-collect.service"]
+    {
         let o = Command::new("systemd-analyze").args(["verify", unit]).current_dir("/").output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success() && err.trim().is_empty(), "systemd-analyze verify {unit}: {}: {err}", o.status);
@@ -231,7 +241,7 @@ fn debian_package_installs_checks_and_purges() {
         let link = "/etc/systemd/system/timers.target.wants/kavwatch-report.timer";
         assert!(std::fs::symlink_metadata(link).is_ok(), "{link}: the report timer is enabled");
     }
-    for unit in ["kavwatch@eth1.service", "kavwatch-report.service"] {
+    for unit in ["kavwatch@eth1.service", "kavwatch-report.service", "kavwatch-collect.service"] {
         // Informational: the exposure score (systemd-analyze security works on unit files offline).
         if let Ok(o) = Command::new("systemd-analyze")
             .args(["security", "--offline=yes", &format!("/lib/systemd/system/{}", unit.replace("eth1", ""))])

@@ -303,3 +303,40 @@ pub fn checkpoint(data: &[u8]) {
         let _ = engine.tick(i64::MAX);
     }
 }
+
+/// What a fleet collector reads from the bus (`fleet::table`, `fleet::message`), one message per
+/// line: the first byte picks an observation, a status or a spool line. Every message is folded
+/// into a small table (4 hosts), whose report must be whole; then the collector's checkpoint
+/// reader gets the same bytes.
+pub fn fleet_message(data: &[u8]) {
+    use crate::fleet::message::{Record, SensorStatus};
+    use crate::fleet::table::{EventIn, FleetTable};
+    let mut table = FleetTable::new(4);
+    for (i, line) in data.split(|b| *b == b'\n').take(64).enumerate() {
+        let Some((&kind, body)) = line.split_first() else { continue };
+        match kind % 3 {
+            0 => {
+                if let Ok(e) = EventIn::parse(body) {
+                    table.observe(&e, i as i64);
+                }
+            }
+            1 => {
+                if let Ok(s) = serde_json::from_slice::<SensorStatus>(body) {
+                    table.status(s, i as i64);
+                }
+            }
+            _ => {
+                if let Some(r) = Record::from_line(&String::from_utf8_lossy(body)) {
+                    assert_eq!(Record::from_line(&r.to_line()), Some(r), "a spool line reads back the same");
+                }
+            }
+        }
+    }
+    assert!(table.len() <= 4);
+    let base = crate::output::report::Report::empty("2024-09-29T04:00:00Z");
+    let report = table.report("2024-09-29T04:00:00Z", base);
+    assert_eq!(report.summary.get("hosts").copied(), Some(report.hosts.len()));
+    let _ = report.to_json();
+    let _ = crate::output::html::to_html(&report);
+    let _ = crate::fleet::collect::decode_checkpoint(data);
+}

@@ -14,7 +14,7 @@ mod dns_name_diff;
 mod tls_diff;
 
 /// Every fuzz target whose corpus is replayed below.
-const REPLAYED: [&str; 13] = [
+const REPLAYED: [&str; 14] = [
     "dns",
     "tls",
     "http",
@@ -28,6 +28,7 @@ const REPLAYED: [&str; 13] = [
     "decap",
     "metrics_request",
     "checkpoint",
+    "fleet_message",
 ];
 
 fn corpus_root() -> PathBuf {
@@ -69,6 +70,11 @@ fn every_corpus_directory_is_replayed() {
         .collect();
     dirs.sort();
     assert!(dirs.is_empty(), "corpus directories without a replay test here: {dirs:?}");
+}
+
+#[test]
+fn fleet_message() {
+    replay("fleet_message", kavwatch::fuzzing::fleet_message);
 }
 
 #[test]

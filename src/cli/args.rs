@@ -392,7 +392,7 @@ pub(crate) enum FleetCommand {
     Init(FleetInitArgs),
     /// Read the stream and keep the merged host table of the whole fleet: reports rewritten
     /// every interval, fleet alerts, checkpoints in the state directory.
-    Collect(FleetCollectArgs),
+    Collect(Box<FleetCollectArgs>),
 }
 
 #[derive(Args)]

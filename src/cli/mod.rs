@@ -40,7 +40,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Config(ConfigCommand::Check { path }) => config::check(path.as_deref()),
         Command::Config(ConfigCommand::Show { path, options }) => config::show(path.as_deref(), &options),
         Command::Fleet(FleetCommand::Init(a)) => fleet::init(a),
-        Command::Fleet(FleetCommand::Collect(a)) => fleet::collect(a),
+        Command::Fleet(FleetCommand::Collect(a)) => fleet::collect(*a),
         Command::Generate(what) => generate::generate(what),
     }
 }

@@ -35,6 +35,10 @@ pub const CHECKPOINT: &str = "fleet.checkpoint";
 const MAGIC: &str = "kavwatch-fleet-checkpoint 1";
 /// Largest checkpoint read back (a table of a million hosts with their evidence fits).
 const MAX_CHECKPOINT: u64 = 4 << 30;
+/// `Nats-Msg-Id`s remembered (and checkpointed): a copy of a message JetStream stored twice
+/// (seen with nats-server 2.9 when a stream leader dies between storing a message and
+/// acknowledging it) comes within the few hundred messages a sensor had in flight.
+pub const RECENT_IDS: usize = 65_536;
 
 pub struct CollectConfig {
     pub nats: NatsConfig,
@@ -62,6 +66,8 @@ struct Saved {
     windows: Vec<WindowState>,
     #[serde(default)]
     alerts_raised: u64,
+    #[serde(default)]
+    recent_ids: Vec<String>,
 }
 
 /// The collector's own counters (the report's `stats.collector` with the table's).
@@ -77,6 +83,8 @@ pub struct CollectStats {
     pub resumed_after: u64,
     pub resume_ms: u64,
     pub consumer_restarts: u64,
+    /// Messages whose `Nats-Msg-Id` was applied already (a second copy in the stream): not applied.
+    pub duplicates_skipped: u64,
 }
 
 pub fn checkpoint_path(dir: &Path) -> PathBuf {
@@ -89,6 +97,11 @@ fn encode(s: &Saved) -> Result<Vec<u8>, String> {
     let mut out = format!("{MAGIC}\n{hash}\n").into_bytes();
     out.extend_from_slice(&json);
     Ok(out)
+}
+
+/// Reads a checkpoint's bytes (the fuzz target `fleet_message` calls this too).
+pub fn decode_checkpoint(bytes: &[u8]) -> Result<(), String> {
+    decode(bytes).map(|_| ())
 }
 
 fn decode(bytes: &[u8]) -> Result<Saved, String> {
@@ -206,6 +219,8 @@ pub struct Collector {
     pub stats: CollectStats,
     alerts: Option<(AlertEngine, Delivery)>,
     rule_ids: HashMap<String, u32>,
+    recent_ids: std::collections::HashSet<String>,
+    recent_order: std::collections::VecDeque<String>,
     /// Observations whose rule id the collector's rules do not have (no alert for them).
     pub unknown_rules: u64,
     latest_ns: i64,
@@ -223,6 +238,8 @@ impl Collector {
             stats: CollectStats::default(),
             alerts,
             rule_ids,
+            recent_ids: Default::default(),
+            recent_order: Default::default(),
             unknown_rules: 0,
             latest_ns: 0,
             cfg,
@@ -232,6 +249,9 @@ impl Collector {
             c.table.max_hosts = c.cfg.max_hosts.max(1);
             c.table.reindex();
             c.last_seq = s.last_seq;
+            for id in s.recent_ids.into_iter().take(RECENT_IDS) {
+                c.remember(id);
+            }
             if let Some((engine, _)) = c.alerts.as_mut() {
                 let n = c.cfg.rules.set.rules.len() as u32;
                 engine.restore_windows(
@@ -246,14 +266,36 @@ impl Collector {
         Ok(c)
     }
 
-    /// Applies the message stored at `seq`; one already applied is skipped.
-    pub fn apply(&mut self, seq: u64, subject: &str, body: &[u8], stored_ns: i64) {
+    /// Remembers an id; false when it was known.
+    fn remember(&mut self, id: String) -> bool {
+        if self.recent_ids.contains(&id) {
+            return false;
+        }
+        if self.recent_order.len() >= RECENT_IDS
+            && let Some(old) = self.recent_order.pop_front()
+        {
+            self.recent_ids.remove(&old);
+        }
+        self.recent_ids.insert(id.clone());
+        self.recent_order.push_back(id);
+        true
+    }
+
+    /// Applies the message stored at `seq` with its `Nats-Msg-Id`; one already applied (a
+    /// sequence at or below the last, or an id seen lately) is skipped.
+    pub fn apply(&mut self, seq: u64, msg_id: Option<&str>, subject: &str, body: &[u8], stored_ns: i64) {
         if seq <= self.last_seq {
             self.stats.redelivered_skipped += 1;
             return;
         }
         self.last_seq = seq;
         self.stats.last_sequence = seq;
+        if let Some(id) = msg_id.filter(|id| !id.is_empty() && id.len() <= 256)
+            && !self.remember(id.to_string())
+        {
+            self.stats.duplicates_skipped += 1;
+            return;
+        }
         if body.len() > super::stream::MAX_MESSAGE as usize {
             self.table.counts.malformed += 1;
         } else if subject.starts_with("kavwatch.obs.") {
@@ -303,6 +345,8 @@ impl Collector {
         base.sensors = Vec::new();
         let mut r = self.table.report(&cutoff, base);
         r.fleet_sensors = self.sensor_rows(now_ns);
+        // Every sensor heard from, with a status or not yet.
+        r.sensors = self.table.sensors.keys().cloned().collect();
         if let Some(o) = r.stats.as_object_mut() {
             if let Some(c) = o.get_mut("collector").and_then(|c| c.as_object_mut()) {
                 if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(&self.stats) {
@@ -366,7 +410,13 @@ impl Collector {
             Some((e, _)) => (e.windows_state(), e.stats.raised),
             None => (Vec::new(), 0),
         };
-        let saved = Saved { last_seq: self.last_seq, table: self.table.clone(), windows, alerts_raised: raised };
+        let saved = Saved {
+            last_seq: self.last_seq,
+            table: self.table.clone(),
+            windows,
+            alerts_raised: raised,
+            recent_ids: self.recent_order.iter().cloned().collect(),
+        };
         let bytes = encode(&saved)?;
         crate::output::files::write_atomic_mode(&checkpoint_path(&self.cfg.state_dir), &bytes, true, 0o600)
             .map_err(|e| format!("fleet checkpoint: {e}"))?;
@@ -402,6 +452,8 @@ pub fn run(mut c: Collector, write: ReportWriter<'_>, stop: &AtomicBool) -> Resu
     let mut messages: Option<jetstream::consumer::pull::Ordered> = None;
     let mut next_try = Instant::now();
     let mut warned = false;
+    // The first catch-up with the stream (all history, or since the checkpoint): said once, timed.
+    let mut catching_up = Some((Instant::now(), 0u64));
     let duration = c.cfg.duration;
     let c_duration_over = move |s: Instant| duration.is_some_and(|d| s.elapsed() >= d);
     loop {
@@ -447,7 +499,17 @@ pub fn run(mut c: Collector, write: ReportWriter<'_>, stop: &AtomicBool) -> Resu
             for _ in 0..1024 {
                 let next = rt.block_on(async { tokio::time::timeout(Duration::from_millis(200), m.next()).await });
                 match next {
-                    Err(_) => break,
+                    Err(_) => {
+                        if let Some((t, n)) = catching_up.take() {
+                            let secs = t.elapsed().as_secs_f64() - 0.2;
+                            eprintln!(
+                                "kavwatch: fleet collect: caught up at stream sequence {}: {n} messages in {secs:.2} s ({:.0} messages/s)",
+                                c.last_seq,
+                                n as f64 / secs.max(1e-3)
+                            );
+                        }
+                        break;
+                    }
                     Ok(None) => {
                         lost = true;
                         break;
@@ -462,7 +524,11 @@ pub fn run(mut c: Collector, write: ReportWriter<'_>, stop: &AtomicBool) -> Resu
                             Ok(i) => (i.stream_sequence, (i.published.unix_timestamp_nanos()) as i64),
                             Err(_) => continue,
                         };
-                        c.apply(seq, msg.subject.as_str(), &msg.payload, stored);
+                        let id = msg.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|v| v.to_string());
+                        c.apply(seq, id.as_deref(), msg.subject.as_str(), &msg.payload, stored);
+                        if let Some((_, n)) = catching_up.as_mut() {
+                            *n += 1;
+                        }
                     }
                 }
             }
@@ -506,7 +572,13 @@ mod tests {
 
     #[test]
     fn checkpoint_round_trip_and_damage() {
-        let s = Saved { last_seq: 42, table: FleetTable::new(10), windows: Vec::new(), alerts_raised: 3 };
+        let s = Saved {
+            last_seq: 42,
+            table: FleetTable::new(10),
+            windows: Vec::new(),
+            alerts_raised: 3,
+            recent_ids: vec!["a-1".into()],
+        };
         let b = encode(&s).unwrap();
         let back = decode(&b).unwrap();
         assert_eq!((back.last_seq, back.alerts_raised), (42, 3));

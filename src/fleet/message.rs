@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::output::report::Report;
 
+/// Inputs (and errors) named in a status; a status must stay well under the stream's 1 MiB.
+pub const MAX_INPUTS: usize = 500;
+
 /// The last status of a sensor, every `--stats-interval` and at exit.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SensorStatus {
@@ -50,6 +53,11 @@ impl SensorStatus {
         let mut r = report.clone();
         r.hosts.clear();
         r.timeline.clear();
+        // An archive of many files: the first ones are named, all are counted (`stats`).
+        r.inputs.truncate(MAX_INPUTS);
+        r.errors.truncate(MAX_INPUTS);
+        let mut inputs = inputs;
+        inputs.truncate(MAX_INPUTS);
         SensorStatus {
             sensor: report.sensors.first().cloned().unwrap_or_default(),
             mode: mode.into(),

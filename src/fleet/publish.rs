@@ -122,6 +122,13 @@ impl Publisher {
 
     fn queue(&self, r: Record) {
         let Some(tx) = &self.tx else { return };
+        if r.body.len() + r.subject.len() + r.id.len() > super::stream::MAX_MESSAGE as usize - 1024 {
+            // The stream would refuse it for ever, and it would hold up every message behind it.
+            let mut s = lock(&self.stats);
+            s.dropped += 1;
+            s.last_error = Some(format!("a message of {} bytes is larger than the stream takes", r.body.len()));
+            return;
+        }
         if tx.try_send(r).is_err() {
             let mut s = lock(&self.stats);
             s.dropped += 1;

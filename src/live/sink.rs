@@ -348,19 +348,26 @@ impl Sink {
         interval: Duration,
         last: bool,
     ) -> crate::fleet::message::SensorStatus {
-        let report = self.report(opts, rules, out);
+        // Without its hosts: a status goes every stats interval, and the table may be large.
+        let report = self.report_of(opts, rules, out, false);
         let publish = out.publish.as_ref().map(|p| p.stats()).unwrap_or_default();
-        crate::fleet::message::SensorStatus::of(
+        let mut s = crate::fleet::message::SensorStatus::of(
             &report,
             "live",
             opts.interfaces.clone(),
             interval.as_secs().max(1),
             last,
             publish,
-        )
+        );
+        s.hosts = self.table.len() as u64;
+        s
     }
 
     pub(super) fn report(&self, opts: &LiveOptions, rules: &Rules, out: &LiveOutputs<'_>) -> Report {
+        self.report_of(opts, rules, out, true)
+    }
+
+    fn report_of(&self, opts: &LiveOptions, rules: &Rules, out: &LiveOutputs<'_>, with_hosts: bool) -> Report {
         let mut stats = self.totals();
         let (first, last) = self.first_last();
         if let serde_json::Value::Object(m) = &mut stats {
@@ -406,7 +413,7 @@ impl Sink {
             .map(|(name, s)| crate::pipeline::InputSummary { path: name, packets: s.packets, bytes: 0, error: None })
             .collect();
         let run = RunInfo { stats, inputs: &inputs, first_ts: first, last_ts: last, errors: &[] };
-        let mut hosts = self.table.hosts();
+        let mut hosts = if with_hosts { self.table.hosts() } else { Vec::new() };
         crate::attribution::mark_resolvers(&mut hosts, &self.attributor);
         Report::build(&run, &hosts, &self.table.timeline, rules, opts.cutoff_ns, &opts.sensor)
     }

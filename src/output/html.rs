@@ -121,15 +121,16 @@ fn timeline(r: &Report) -> String {
     let last = hours.last().and_then(|(h, _)| parse_instant(&format!("{h}:00:00Z"))).unwrap_or(first);
     let cutoff = parse_instant(&r.cutoff).unwrap_or(first);
     let hour = 3_600_000_000_000i64;
-    let by_day = last - first > 72 * hour;
+    // Saturating: a merged or fleet report may hold any hours a message carried.
+    let by_day = last.saturating_sub(first) > 72 * hour;
     let step = if by_day { 24 * hour } else { hour };
-    let start = first.min(cutoff).div_euclid(step) * step;
-    let end = (last.max(cutoff).div_euclid(step) + 1) * step;
-    let n = ((end - start) / step).clamp(1, 2000) as usize;
+    let start = first.min(cutoff).div_euclid(step).saturating_mul(step);
+    let end = (last.max(cutoff).div_euclid(step) + 1).saturating_mul(step);
+    let n = (end.saturating_sub(start) / step).clamp(1, 2000) as usize;
     let mut buckets = vec![BTreeMap::<Category, u64>::new(); n];
     for (h, cats) in &hours {
         let Some(t) = parse_instant(&format!("{h}:00:00Z")) else { continue };
-        let i = (((t - start) / step) as usize).min(n - 1);
+        let i = ((t.saturating_sub(start) / step).max(0) as usize).min(n - 1);
         for (c, k) in cats.iter() {
             *buckets[i].entry(*c).or_default() += k;
         }
@@ -148,7 +149,7 @@ fn timeline(r: &Report) -> String {
     for (i, b) in buckets.iter().enumerate() {
         let mut y = h;
         let x = left + i as f64 * bw;
-        let label = super::rfc3339(start + i as i64 * step);
+        let label = super::rfc3339(start.saturating_add((i as i64).saturating_mul(step)));
         for (c, color) in COLORS {
             let k = b.get(&c).copied().unwrap_or(0);
             if k == 0 {
@@ -169,7 +170,7 @@ fn timeline(r: &Report) -> String {
                 write!(s, "<text x=\"{x:.1}\" y=\"{}\">{}</text>", h + 14.0, &label[5..if by_day { 10 } else { 13 }]);
         }
     }
-    let cx = left + (cutoff - start) as f64 / step as f64 * bw;
+    let cx = left + cutoff.saturating_sub(start) as f64 / step as f64 * bw;
     let _ = write!(
         s,
         "<g class=\"cutoff\" data-cutoff=\"{}\"><line x1=\"{cx:.1}\" y1=\"0\" x2=\"{cx:.1}\" y2=\"{h}\" stroke=\"#000\" stroke-dasharray=\"4 3\"/><text x=\"{:.1}\" y=\"12\">cutoff {}</text></g>",
@@ -293,7 +294,7 @@ fn host_row(s: &mut String, h: &HostRow, large: bool) {
 
 /// The fleet collector's Sensors section: each sensor's last status.
 fn sensors_table(s: &mut String, r: &Report) {
-    s.push_str("<h2>Sensors</h2><table id=\"sensors\"><thead><tr><th>sensor</th><th>state</th><th>mode</th><th>last heard</th><th>inputs</th><th>packets</th><th>kernel drops</th><th>undecoded</th><th>hosts</th><th>observations</th><th>alerts</th><th>published (acked / spooled / dropped / waiting)</th><th>version</th></tr></thead><tbody>");
+    s.push_str("<h2>Sensors</h2><table id=\"sensors\"><thead><tr><th>sensor</th><th>state</th><th>mode</th><th>last heard</th><th>inputs</th><th>packets</th><th>kernel drops</th><th>undecoded</th><th>hosts</th><th>observations</th><th>alerts</th><th>publisher at its last status (acked / spooled / dropped / waiting)</th><th>version</th></tr></thead><tbody>");
     for x in &r.fleet_sensors {
         let _ = write!(
             s,

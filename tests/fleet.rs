@@ -436,10 +436,16 @@ fn a_collector_killed_mid_stream_resumes_and_counts_nothing_twice() {
     let total = read_stream(&url, &[]).last().unwrap().sequence;
     std::thread::sleep(Duration::from_millis(300));
     c.kill9();
-    let c = Collector::start(bin(), &d, "killed", &url, &["--report-interval", "1s"]);
-    let resumed = c.wait_sequence(total, Duration::from_secs(30));
-    let _ = resumed;
+    // The restart, and beside it a collector that reads the same stream from its start.
+    // Both also write one shared report (each atomically).
+    let shared = d.join("shared.json");
+    let both = ["--report-interval", "1s", "--report", p(&shared)];
+    let whole = Collector::start(bin(), &d, "whole", &url, &both);
+    let c = Collector::start(bin(), &d, "killed", &url, &both);
+    c.wait_sequence(total, Duration::from_secs(30));
+    whole.wait_sequence(total, Duration::from_secs(30));
     let killed = c.stop();
+    let whole = whole.stop();
     let err = std::fs::read_to_string(d.join("collect-killed.err")).unwrap();
     let resumed_after: u64 = err
         .split("resuming after stream sequence ")
@@ -448,11 +454,8 @@ fn a_collector_killed_mid_stream_resumes_and_counts_nothing_twice() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("the restart resumed from its checkpoint: {err}"));
     assert!(resumed_after >= first && resumed_after < total, "resumed after {resumed_after} ({first}..{total})");
-    // The same stream, read by a collector that was never interrupted.
-    let c = Collector::start(bin(), &d, "whole", &url, &["--report-interval", "1s"]);
-    c.wait_sequence(total, Duration::from_secs(30));
-    let whole = c.stop();
     assert_eq!(hosts(&killed), hosts(&whole));
+    assert_eq!(hosts(&json(&shared)), hosts(&whole), "the shared report is whole and the same");
     for k in ["observations", "statuses", "malformed"] {
         assert_eq!(killed["stats"]["collector"][k], whole["stats"]["collector"][k], "{k}");
     }

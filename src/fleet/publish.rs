@@ -102,7 +102,7 @@ impl Publisher {
         let c = cfg.clone();
         let handle = std::thread::Builder::new()
             .name("kavwatch-publish".into())
-            .spawn(move || Sender_::new(rt, c, spool, st).run(rx))
+            .spawn(move || PublishThread::new(rt, c, spool, st).run(rx))
             .map_err(|e| FleetError::Setup(format!("publisher thread: {e}")))?;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Ok(Publisher {
@@ -174,7 +174,7 @@ impl Drop for Publisher {
 }
 
 /// The publisher's thread.
-struct Sender_ {
+struct PublishThread {
     rt: tokio::runtime::Runtime,
     cfg: PublishConfig,
     spool: Spool,
@@ -195,9 +195,9 @@ struct Sent {
     error: Option<String>,
 }
 
-impl Sender_ {
+impl PublishThread {
     fn new(rt: tokio::runtime::Runtime, cfg: PublishConfig, spool: Spool, stats: Arc<Mutex<PublishStats>>) -> Self {
-        Sender_ {
+        PublishThread {
             rt,
             cfg,
             spool,
@@ -280,14 +280,14 @@ impl Sender_ {
                     break;
                 }
             };
-            let recs: Vec<Record> = batch.iter().filter_map(|l| Record::from_line(l)).collect();
-            // Lines that are not records (a damaged segment) are passed over.
-            let bad = batch.len() - recs.len();
+            // Lines that are not records (a damaged segment) are passed over and counted.
+            let (at, recs): (Vec<usize>, Vec<Record>) =
+                batch.iter().enumerate().filter_map(|(i, l)| Some((i, Record::from_line(l)?))).unzip();
             let sent = self.send(&recs);
-            let done = if sent.acked == recs.len() { batch.len() } else { sent.acked };
-            if bad > 0 && done == batch.len() {
-                lock(&self.stats).dropped += bad as u64;
-            }
+            // Consumed: everything before the first record not acknowledged.
+            let done = at.get(sent.acked).copied().unwrap_or(batch.len());
+            // Of those, the acknowledged records are `sent.acked`; the rest were damaged lines.
+            lock(&self.stats).dropped += (done - sent.acked) as u64;
             if let Err(e) = self.spool.consume(done as u64) {
                 lock(&self.stats).last_error = Some(format!("spool: {e}"));
                 break;

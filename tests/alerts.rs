@@ -361,26 +361,9 @@ fn a_collector_outage_loses_nothing() {
 fn hostile_names_stay_one_well_formed_record_in_every_format() {
     let d = tmpdir("alerts-hostile");
     let syslog = Rsyslog::start(&d.join("rsyslog"));
-    let names: [&[u8]; 6] = [
-        b"evil\n<13>1 2024-10-01T00:00:00Z forged.- - - [x@1 a=\"b\"] CEF:0|a|b|c.d|e|10|src=1.2.3.4.kaspersky.com",
-        b"a|b=c]d\"e\\f.kaspersky.com",
-        b"\x1b[31mred\x1b[0m.kaspersky.com",
-        b"\xff\xfe\xc3\x28.kaspersky.com",
-        b"comma,list.kaspersky.com",
-        b"sp ace\r\ncr.kaspersky.com",
-    ];
-    let frames: Vec<(i64, Vec<u8>)> = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            (
-                AFTER_US + i as i64 * 7_200_000_000,
-                udp_frame([10, 0, 0, 5], [10, 0, 0, 1], 40000 + i as u16, 53, &dns_query(i as u16, n, 1)),
-            )
-        })
-        .collect();
+    let names = HOSTILE_NAMES;
     let cap = d.join("hostile.pcap");
-    std::fs::write(&cap, pcap(1, &frames)).unwrap();
+    hostile_capture(&cap, AFTER_US, 7_200_000_000);
     let ev = d.join("events.json");
     assert!(run(&["analyze", "-q", "--events", ev.to_str().unwrap(), cap.to_str().unwrap()]).status.success());
     let domains: Vec<String> = json_lines(&ev).iter().map(|e| s(&e["domain"])).collect();

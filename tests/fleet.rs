@@ -634,27 +634,9 @@ authorization {{
     assert!(!o.status.success() && stderr(&o).contains("credentials in the URL"), "{}", stderr(&o));
 
     // The alert tests' hostile names, as DNS queries after the cutoff.
-    let names: [&[u8]; 6] = [
-        b"evil\n<13>1 2024-10-01T00:00:00Z forged.- - - [x@1 a=\"b\"] CEF:0|a|b|c.d|e|10|src=1.2.3.4.kaspersky.com",
-        b"a|b=c]d\"e\\f.kaspersky.com",
-        b"\x1b[31mred\x1b[0m.kaspersky.com",
-        b"\xff\xfe\xc3\x28.kaspersky.com",
-        b"comma,list.kaspersky.com",
-        b"sp ace\r\ncr.kaspersky.com",
-    ];
-    let after_us = 1_730_000_000_000_000i64;
-    let frames: Vec<(i64, Vec<u8>)> = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            (
-                after_us + i as i64 * 1_000_000,
-                udp_frame([10, 0, 0, 5], [10, 0, 0, 1], 40000 + i as u16, 53, &dns_query(i as u16, n, 1)),
-            )
-        })
-        .collect();
+    let names = HOSTILE_NAMES;
     let cap = d.join("hostile.pcap");
-    std::fs::write(&cap, pcap(1, &frames)).unwrap();
+    hostile_capture(&cap, 1_730_000_000_000_000, 1_000_000);
     let site1 = [("NATS_USER", "site1"), ("NATS_PASSWORD", "s3cret pw")];
     let ca_arg = ["--nats-ca", p(&ca)];
     let o =

@@ -11,7 +11,6 @@ use super::*;
 use anyhow::{Context, Result, bail};
 
 use kavwatch::alert::AlertStats;
-use kavwatch::alert::engine::{AlertEngine, EngineConfig};
 use kavwatch::attribution::{Attributor, mark_resolvers};
 use kavwatch::capture::expand_inputs;
 use kavwatch::fleet::message::SensorStatus;
@@ -71,14 +70,7 @@ pub(crate) fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     attributor.finish(&rules).into_iter().for_each(|o| kept.push(o));
     analysis.stats.observations = kept.len();
     let input_names: Vec<String> = analysis.inputs.iter().map(|i| i.path.clone()).collect();
-    let mut engine = delivery.as_ref().map(|_| {
-        AlertEngine::new(EngineConfig {
-            interval_ns: a.alerts.alert_interval.as_nanos().min(i64::MAX as u128) as i64,
-            alert_all: a.alerts.alert_all,
-            sensor: sensor.clone(),
-            cutoff_override,
-        })
-    });
+    let mut engine = delivery.as_ref().map(|_| alert_engine(&a.alerts, &sensor, cutoff_override));
     // One pass over the sorted observations: host table, events and alerts.
     let mut table = HostTable::new(usize::MAX);
     let mut line = Vec::with_capacity(1024);

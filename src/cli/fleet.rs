@@ -9,7 +9,6 @@ use anyhow::{Context, Result};
 
 use super::args::*;
 use super::*;
-use kavwatch::alert::engine::{AlertEngine, EngineConfig};
 use kavwatch::fleet::collect::{CollectConfig, Collector};
 use kavwatch::fleet::nats::{ConnState, NatsConfig, connect, runtime};
 use kavwatch::fleet::publish::{PublishConfig, Publisher};
@@ -93,12 +92,7 @@ pub(crate) fn collect(a: FleetCollectArgs) -> Result<ExitCode> {
     }
     let delivery = start_alerts(&a.alerts, &name, Some(&state_dir))?;
     let alerts = delivery.map(|d| {
-        let e = AlertEngine::new(EngineConfig {
-            interval_ns: a.alerts.alert_interval.as_nanos().min(i64::MAX as u128) as i64,
-            alert_all: a.alerts.alert_all,
-            sensor: name.clone(),
-            cutoff_override,
-        });
+        let e = alert_engine(&a.alerts, &name, cutoff_override);
         (e, d)
     });
     let cfg = CollectConfig {

@@ -10,7 +10,6 @@ use super::config::{Reread, changed_keys, remerge};
 use super::*;
 use anyhow::{Context, Result};
 
-use kavwatch::alert::engine::{AlertEngine, EngineConfig};
 use kavwatch::live::{Control, Engine, LiveOptions, LiveOutputs, Reload, open_sources};
 use kavwatch::output::files::EventsOut;
 use kavwatch::output::report::Report;
@@ -86,12 +85,7 @@ pub(crate) fn live(a: LiveArgs, reread: Option<Reread>) -> Result<ExitCode> {
         drop_privileges(user)?;
     }
     let engine = delivery.map(|d| {
-        let e = AlertEngine::new(EngineConfig {
-            interval_ns: a.alerts.alert_interval.as_nanos().min(i64::MAX as u128) as i64,
-            alert_all: a.alerts.alert_all,
-            sensor: sensor.clone(),
-            cutoff_override,
-        });
+        let e = alert_engine(&a.alerts, &sensor, cutoff_override);
         (e, d)
     });
     let report_path = a.report.clone();

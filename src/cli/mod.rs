@@ -196,6 +196,21 @@ pub(crate) fn start_alerts(a: &AlertArgs, sensor: &str, state_dir: Option<&Path>
     Ok(Some(Delivery::start(&a.urls, &cfg)?))
 }
 
+/// The alert engine of a command with `--alert` options: its interval and policy, alert ids
+/// made with `sensor`.
+pub(crate) fn alert_engine(
+    a: &AlertArgs,
+    sensor: &str,
+    cutoff_override: Option<i64>,
+) -> kavwatch::alert::engine::AlertEngine {
+    kavwatch::alert::engine::AlertEngine::new(kavwatch::alert::engine::EngineConfig {
+        interval_ns: a.alert_interval.as_nanos().min(i64::MAX as u128) as i64,
+        alert_all: a.alert_all,
+        sensor: sensor.to_string(),
+        cutoff_override,
+    })
+}
+
 /// SIGINT and SIGTERM stop reading (the analysis of what was read goes on and is reported);
 /// a second one ends the process at once.
 /// Returns the stop flag and the signal that set it.

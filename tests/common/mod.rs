@@ -189,3 +189,29 @@ pub fn dom(html: &Path) -> String {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// Names built to break records (syslog framing, CEF, terminals, UTF-8, CSV, line ends), each
+/// under kaspersky.com so the catch-all rule matches it.
+pub const HOSTILE_NAMES: [&[u8]; 6] = [
+    b"evil\n<13>1 2024-10-01T00:00:00Z forged.- - - [x@1 a=\"b\"] CEF:0|a|b|c.d|e|10|src=1.2.3.4.kaspersky.com",
+    b"a|b=c]d\"e\\f.kaspersky.com",
+    b"\x1b[31mred\x1b[0m.kaspersky.com",
+    b"\xff\xfe\xc3\x28.kaspersky.com",
+    b"comma,list.kaspersky.com",
+    b"sp ace\r\ncr.kaspersky.com",
+];
+
+/// A capture of one DNS query per hostile name from 10.0.0.5, from `first_us`, `step_us` apart.
+pub fn hostile_capture(path: &Path, first_us: i64, step_us: i64) {
+    let frames: Vec<(i64, Vec<u8>)> = HOSTILE_NAMES
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            (
+                first_us + i as i64 * step_us,
+                udp_frame([10, 0, 0, 5], [10, 0, 0, 1], 40000 + i as u16, 53, &dns_query(i as u16, n, 1)),
+            )
+        })
+        .collect();
+    std::fs::write(path, pcap(1, &frames)).unwrap();
+}

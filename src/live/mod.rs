@@ -377,6 +377,7 @@ pub fn run(
         });
     }
     let mut line = sink.stats_line(last_stats.elapsed(), alerts_line);
+    let mut final_publish = None;
     let mut report = sink.report(opts, &shared.get(), &out);
     if let Some(a) = &final_alerts {
         report.stats["alerts"] = serde_json::to_value(a).expect("alert stats serialise");
@@ -397,6 +398,7 @@ pub fn run(
         line.push_str(", ");
         line.push_str(&crate::fleet::publish::summary_line(&ps));
         report.stats["publish"] = serde_json::to_value(&ps).expect("stats serialise");
+        final_publish = Some(ps);
     }
     eprintln!("{line}");
     if let Some(m) = &out.metrics {
@@ -404,6 +406,7 @@ pub fn run(
         if let Some(a) = &final_alerts {
             snap.set_alerts(a.engine.raised, &a.destinations.values().cloned().collect::<Vec<_>>());
         }
+        snap.publish = final_publish.or(snap.publish);
         m.published.publish(crate::metrics::render_live(&snap));
     }
     if let Some(a) = final_alerts {

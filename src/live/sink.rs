@@ -486,6 +486,7 @@ impl Sink {
         if let Some((engine, delivery)) = &out.alerts {
             snap.set_alerts(engine.stats.raised, &delivery.stats());
         }
+        snap.publish = out.publish.as_ref().map(|p| p.stats());
         if opts.state.is_some() {
             (snap.checkpoint_writes, snap.checkpoint_failures) = (self.checkpoint.writes, self.checkpoint.failures);
             snap.checkpoint_age_seconds =

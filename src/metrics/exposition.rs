@@ -62,6 +62,8 @@ pub struct LiveSnapshot {
     /// Alerts raised by the engine (`None` without `--alert`).
     pub alerts_raised: Option<u64>,
     pub alerts: Vec<AlertDestMetrics>,
+    /// The `--publish` publisher's counters (`None` without it).
+    pub publish: Option<crate::fleet::publish::PublishStats>,
     pub rules_generation: u64,
     pub rules: u64,
     pub rules_load_seconds: f64,
@@ -266,6 +268,47 @@ pub fn render_live(s: &LiveSnapshot) -> String {
         }
     }
 
+    if let Some(p) = &s.publish {
+        let families: [(&str, &str, &str, u64); 8] = [
+            (
+                "kavwatch_publish_messages_total",
+                c,
+                "Messages handed to a NATS server (--publish); a message sent again counts again.",
+                p.published,
+            ),
+            ("kavwatch_publish_acked_total", c, "Messages JetStream acknowledged (stored).", p.acked),
+            (
+                "kavwatch_publish_duplicates_total",
+                c,
+                "Acknowledgements saying JetStream already had the message (a retry).",
+                p.duplicates,
+            ),
+            (
+                "kavwatch_publish_spooled_total",
+                c,
+                "Messages put in the on-disk spool because no server acknowledged them in time.",
+                p.spooled,
+            ),
+            (
+                "kavwatch_publish_dropped_total",
+                c,
+                "Messages lost: spool full (oldest dropped), queue full, or too large for the stream.",
+                p.dropped,
+            ),
+            (
+                "kavwatch_publish_errors_total",
+                c,
+                "Publishes without an acknowledgement (timeouts, refusals).",
+                p.errors,
+            ),
+            ("kavwatch_publish_reconnects_total", c, "Connections to a NATS server after the first.", p.reconnects),
+            ("kavwatch_publish_waiting", g, "Messages in the spool now, waiting for a server.", p.waiting),
+        ];
+        for (name, kind, help, v) in families {
+            o.one(name, kind, help, &v.to_string());
+        }
+    }
+
     o.one(
         "kavwatch_rules_generation",
         g,
@@ -331,6 +374,7 @@ mod tests {
             }],
             alerts: vec![AlertDestMetrics { destination: "file:/x".into(), sent: 3, ..AlertDestMetrics::default() }],
             checkpoint_age_seconds: Some(1.5),
+            publish: Some(crate::fleet::publish::PublishStats { acked: 4, waiting: 2, ..Default::default() }),
             rules_load_seconds: f64::INFINITY,
             ..LiveSnapshot::default()
         };
@@ -338,6 +382,7 @@ mod tests {
         assert!(text.contains("kavwatch_packets_total{interface=\"eth1\"} 7\n"));
         assert!(text.contains("kavwatch_alerts_sent_total{destination=\"file:/x\"} 3\n"));
         assert!(text.contains("kavwatch_checkpoint_age_seconds 1.5\n"));
+        assert!(text.contains("kavwatch_publish_acked_total 4\n") && text.contains("kavwatch_publish_waiting 2\n"));
         assert!(text.contains("kavwatch_rules_load_duration_seconds +Inf\n"));
         let mut family = String::new();
         let mut typed = std::collections::BTreeSet::new();

@@ -123,6 +123,16 @@ fn hosts(r: &Value) -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// One text field of each row of the Sensors section, by sensor.
+fn per_sensor<'a>(r: &'a Value, field: &str) -> BTreeMap<&'a str, &'a str> {
+    r["fleet_sensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["sensor"].as_str().unwrap(), s[field].as_str().unwrap()))
+        .collect()
+}
+
 fn merge_of(dir: &Path, reports: &[PathBuf]) -> Value {
     let out = dir.join("merged.json");
     let mut args = vec!["report", "merge"];
@@ -224,13 +234,7 @@ fn one_server_two_analyze_sensors_give_the_merge_of_their_reports() {
     assert_eq!(fleet["period"], merged["period"]);
     assert_eq!(fleet["stats"]["packets"], merged["stats"]["packets"]);
     assert_eq!(fleet["timeline"], merged["timeline"]);
-    let sensors: Vec<(&str, &str)> = fleet["fleet_sensors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (s["sensor"].as_str().unwrap(), s["state"].as_str().unwrap()))
-        .collect();
-    assert_eq!(sensors, [("site-a", "finished"), ("site-b", "finished")]);
+    assert_eq!(per_sensor(&fleet, "state"), BTreeMap::from([("site-a", "finished"), ("site-b", "finished")]));
     let c = &fleet["stats"]["collector"];
     assert_eq!(c["observations"].as_u64().unwrap() as usize, observations(&stream).len());
     assert_eq!((c["statuses"].as_u64(), c["malformed"].as_u64()), (Some(2), Some(0)));
@@ -274,13 +278,7 @@ fn a_sensor_gone_silent_is_stale_at_the_top_of_the_page() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let r = json(&json_out);
-    let states: BTreeMap<&str, &str> = r["fleet_sensors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (s["sensor"].as_str().unwrap(), s["state"].as_str().unwrap()))
-        .collect();
-    assert_eq!(states, BTreeMap::from([("quiet", "finished"), ("site-gone", "stale")]));
+    assert_eq!(per_sensor(&r, "state"), BTreeMap::from([("quiet", "finished"), ("site-gone", "stale")]));
     let dom = dom(&html);
     let warn = dom.find("data-stale-sensors").expect("the stale warning");
     assert!(warn < dom.find("id=\"hosts\"").unwrap(), "the warning comes before the hosts");
@@ -333,13 +331,7 @@ fn live_and_analyze_sensors_in_a_namespace_give_the_merge_of_their_reports() {
     let fleet = json(&child.report);
     let merged = merge_of(&d, &[live_report, d.join("site-archive.json")]);
     assert_same_hosts(&fleet, &merged);
-    let modes: BTreeMap<&str, &str> = fleet["fleet_sensors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (s["sensor"].as_str().unwrap(), s["mode"].as_str().unwrap()))
-        .collect();
-    assert_eq!(modes, BTreeMap::from([("site-archive", "analyze"), ("site-live", "live")]));
+    assert_eq!(per_sensor(&fleet, "mode"), BTreeMap::from([("site-archive", "analyze"), ("site-live", "live")]));
     let live_row = fleet["fleet_sensors"].as_array().unwrap().iter().find(|s| s["sensor"] == "site-live").unwrap();
     assert_eq!(live_row["packets"], own["stats"]["packets"]);
     assert_eq!(live_row["inputs"], serde_json::json!(["c0"]));

@@ -73,19 +73,13 @@ pub(crate) fn analyze(a: AnalyzeArgs) -> Result<ExitCode> {
     let mut engine = delivery.as_ref().map(|_| alert_engine(&a.alerts, &sensor, cutoff_override));
     // One pass over the sorted observations: host table, events and alerts.
     let mut table = HostTable::new(usize::MAX);
-    let mut line = Vec::with_capacity(1024);
     for o in spill::merge(vec![kept], spill.clone()) {
         table.add(&o, &rules, cutoff_override);
         if let Some(out) = events_out.as_mut() {
             write_event(out, &o, &rules, Inputs::Files(&input_names), cutoff_override).context("writing events")?;
         }
         if let Some(p) = &publisher {
-            line.clear();
-            write_event(&mut line, &o, &rules, Inputs::Files(&input_names), cutoff_override)
-                .context("writing events")?;
-            if !line.is_empty() {
-                p.observation(&String::from_utf8_lossy(&line));
-            }
+            p.observation(&o, &rules, Inputs::Files(&input_names), cutoff_override);
         }
         if let (Some(engine), Some(delivery)) = (engine.as_mut(), delivery.as_ref())
             && let Some(mut alert) = engine.observe(&o, &rules)

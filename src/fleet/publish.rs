@@ -136,9 +136,21 @@ impl Publisher {
         }
     }
 
-    /// One event line (`output::events::write_event`'s) as an observation.
-    pub fn observation(&self, event_line: &str) {
-        if let Some(body) = observation_body(&self.sensor, event_line) {
+    /// Publishes an observation as its event line (`output::events::write_event`, the
+    /// `--events` contract); DHCP observations make none.
+    pub fn observation(
+        &self,
+        o: &crate::observation::Observation,
+        rules: &crate::rules::matcher::Rules,
+        inputs: crate::output::events::Inputs<'_>,
+        cutoff_override: Option<i64>,
+    ) {
+        let mut line = Vec::with_capacity(1024);
+        if crate::output::events::write_event(&mut line, o, rules, inputs, cutoff_override).is_err() {
+            return;
+        }
+        // serde_json writes UTF-8.
+        if let Some(body) = std::str::from_utf8(&line).ok().and_then(|l| observation_body(&self.sensor, l)) {
             self.queue(Record { id: self.next_id(), subject: super::obs_subject(&self.sensor), body });
         }
     }

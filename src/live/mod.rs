@@ -384,7 +384,7 @@ pub fn run(
     }
     if let Some(p) = out.publish.take() {
         // The last status, then everything acknowledged or spooled.
-        let mut status = crate::fleet::message::SensorStatus::of(
+        let status = crate::fleet::message::SensorStatus::of(
             &report,
             "live",
             opts.interfaces.clone(),
@@ -392,7 +392,6 @@ pub fn run(
             true,
             p.stats(),
         );
-        status.report.stats["publish"] = serde_json::to_value(&status.publish).expect("stats serialise");
         p.status(&status);
         let ps = p.finish();
         line.push_str(", ");

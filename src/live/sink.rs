@@ -231,21 +231,8 @@ impl Sink {
             }
         }
         if let Some(p) = &out.publish {
-            let mut line = Vec::with_capacity(1024);
             for o in &obs {
-                line.clear();
-                if crate::output::events::write_event(
-                    &mut line,
-                    o,
-                    rules,
-                    Inputs::Interfaces(&self.interfaces),
-                    self.cutoff_override,
-                )
-                .is_ok()
-                    && !line.is_empty()
-                {
-                    p.observation(&String::from_utf8_lossy(&line));
-                }
+                p.observation(o, rules, Inputs::Interfaces(&self.interfaces), self.cutoff_override);
             }
         }
         if let Some(e) = out.events.as_mut() {

@@ -31,7 +31,14 @@ fn rules() -> Arc<Rules> {
 
 /// A DNS message (`proto::dns::parse`).
 pub fn dns(data: &[u8]) {
-    if let Ok(m) = dns_proto::parse(data) {
+    // The reader reads the questions first and the whole message only when one matches: the
+    // questions must be the same either way, and a message whole must have readable questions.
+    let questions = dns_proto::parse_questions(data);
+    let whole = dns_proto::parse(data);
+    if let Ok(m) = &whole {
+        assert_eq!(questions.as_ref().map(|q| &q.questions), Ok(&m.questions));
+    }
+    if let Ok(m) = whole {
         for q in &m.questions {
             assert!(printable(&q.name), "question name {:?}", q.name);
         }
@@ -43,7 +50,19 @@ pub fn dns(data: &[u8]) {
 
 /// The start of a client's TCP stream as a TLS ClientHello, and its fingerprints.
 pub fn tls(data: &[u8]) {
-    if let Ok(ch) = tls_proto::parse_client_hello(data) {
+    // The worker decides on the name-only parse and parses again in full what it keeps: the
+    // two must agree on the outcome and on what the decision reads.
+    let named = tls_proto::parse_client_hello_name(data);
+    let full = tls_proto::parse_client_hello(data);
+    match (&named, &full) {
+        (Ok(n), Ok(f)) => assert!(
+            n.sni == f.sni && n.ech == f.ech && n.legacy_version == f.legacy_version && n.records == f.records,
+            "name-only parse differs: {n:?} / {f:?}"
+        ),
+        (Err(a), Err(b)) => assert_eq!(a, b),
+        _ => panic!("name-only parse {named:?}, full parse {full:?}"),
+    }
+    if let Ok(ch) = full {
         if let Some(sni) = &ch.sni {
             assert!(printable(sni), "SNI {sni:?}");
         }

@@ -13,7 +13,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use memmap2::{Mmap, UncheckedAdvice};
+use memmap2::Mmap;
+
+use super::pager::{self, Pager};
 
 use thiserror::Error;
 
@@ -22,14 +24,8 @@ pub const MAX_CAPLEN: u32 = 262_144;
 /// The largest pcapng block (an option-heavy block is still far below this).
 const MAX_BLOCK: u32 = 16 * 1024 * 1024;
 const READ_CHUNK: usize = 4 * 1024 * 1024;
-/// A mapped file's pages are released in steps of this many bytes...
-const RELEASE_EVERY: usize = 2 * 1024 * 1024;
-/// ...this far behind the reader, so that pages that decoders and workers still read from
-/// queued chunks and batches (a few MB at most) are not released under them and faulted back in.
-const RELEASE_LAG: usize = 8 * 1024 * 1024;
 /// How far ahead of the reader cache lines are prefetched.
 const PREFETCH_DISTANCE: usize = 4096;
-
 #[derive(Debug, Error)]
 pub enum CaptureError {
     #[error("{name}: {source}")]
@@ -99,7 +95,10 @@ pub struct CaptureReader {
     buf: Vec<u8>,
     /// Regular files are read through a mapping instead of `src`/`buf`.
     map: Option<Arc<Mmap>>,
-    released: usize,
+    /// Mapped files larger than a few MB: maps pages ahead of the reader and releases them behind.
+    pager: Option<Pager>,
+    /// Mapped files: the pager is told where the reader is when it passes this offset.
+    tell_pager_at: usize,
     /// Mapped files: bytes below this were prefetched.
     prefetched: usize,
     start: usize,
@@ -242,13 +241,16 @@ impl CaptureReader {
 
     fn from_map(name: String, map: Arc<Mmap>) -> Result<CaptureReader, CaptureError> {
         let end = map.len();
+        // A small file is mapped in a few faults: not worth a thread.
+        let pager = if end > 4 * pager::STEP { Pager::start(map.clone()) } else { None };
         let mut r = CaptureReader {
             name,
             src: Box::new(io::empty()),
             source_read: Arc::default(),
             buf: Vec::new(),
             map: Some(map),
-            released: 0,
+            pager,
+            tell_pager_at: 0,
             prefetched: 0,
             start: 0,
             end,
@@ -294,20 +296,15 @@ impl CaptureReader {
         }
     }
 
-    /// Gives the pages of a mapped file behind the reader back to the kernel.
-    fn release_behind(&mut self) {
-        let Some(map) = &self.map else { return };
-        if self.start < self.released + RELEASE_LAG + RELEASE_EVERY {
-            return;
+    /// Tells the pager where the reader is, every [`pager::STEP`] bytes.
+    #[inline]
+    fn tell_pager(&mut self) {
+        if self.start >= self.tell_pager_at {
+            if let Some(p) = &self.pager {
+                p.advance(self.start);
+            }
+            self.tell_pager_at = self.start + pager::STEP;
         }
-        let upto = (self.start - RELEASE_LAG) & !(4096 - 1);
-        // The previous step again too: a worker that fell further behind than the lag has
-        // faulted those pages back in.
-        let from = self.released.saturating_sub(RELEASE_EVERY);
-        // Safety: DONTNEED on a read-only file mapping only drops our page-table entries; a
-        // later access (a worker still reading a batch) faults the page back in from the file.
-        let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, from, upto - from) };
-        self.released = upto;
     }
 
     pub fn from_reader(name: String, src: Box<dyn Read + Send>) -> Result<CaptureReader, CaptureError> {
@@ -319,7 +316,8 @@ impl CaptureReader {
             source_read,
             buf: vec![0; READ_CHUNK],
             map: None,
-            released: 0,
+            pager: None,
+            tell_pager_at: 0,
             prefetched: 0,
             start: 0,
             end: 0,
@@ -493,11 +491,18 @@ impl CaptureReader {
             TsUnit::Dec(9) => 1_000_000_000,
             _ => 1_000_000,
         };
-        let ts_ns = (secs as i64) * 1_000_000_000 + unit.to_ns(frac.min(ticks_per_s - 1));
+        let frac = frac.min(ticks_per_s - 1);
+        // The two units classic pcap has, without `to_ns`'s general (u128) arithmetic.
+        let frac_ns = match unit {
+            TsUnit::Dec(6) => (frac * 1_000) as i64,
+            TsUnit::Dec(9) => frac as i64,
+            _ => unit.to_ns(frac),
+        };
+        let ts_ns = (secs as i64) * 1_000_000_000 + frac_ns;
         let at = self.start + 16;
         self.start = at + caplen as usize;
         self.packets += 1;
-        self.release_behind();
+        self.tell_pager();
         self.prefetch_ahead();
         Ok(Some(RawPacket {
             ts_ns,
@@ -531,7 +536,7 @@ impl CaptureReader {
             let block_start = self.start;
             let body = block_start + 8..block_start + len as usize - 4;
             self.start += len as usize;
-            self.release_behind();
+            self.tell_pager();
             self.prefetch_ahead();
             match btype {
                 1 => self.read_idb(body, big)?,

@@ -1,8 +1,10 @@
-//! Packet sources. Offline: capture files (`file`). Live: AF_PACKET rings (`afpacket`) and libpcap (`libpcap`).
+//! Packet sources. Offline: capture files (`file`, with `pager` mapping a large file's pages
+//! ahead of its reader). Live: AF_PACKET rings (`afpacket`) and libpcap (`libpcap`).
 
 pub mod afpacket;
 pub mod file;
 pub mod libpcap;
+mod pager;
 
 use std::path::{Path, PathBuf};
 

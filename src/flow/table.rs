@@ -5,6 +5,7 @@
 //! generation size in memory.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use super::FlowKey;
@@ -126,11 +127,27 @@ impl<V> FlowTable<V> {
     /// Looks a flow up, moving it to the current generation.
     pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut V> {
         let k = self.hashed(key);
-        if !self.cur.contains_key(&k) {
-            let v = self.old.remove(&k)?;
-            self.cur.insert(k, v);
+        // One probe of the current map for the usual case (a flow seen this generation).
+        match self.cur.entry(k) {
+            Entry::Occupied(e) => Some(e.into_mut()),
+            Entry::Vacant(e) => {
+                let v = self.old.remove(&k)?;
+                Some(e.insert(v))
+            }
         }
-        self.cur.get_mut(&k)
+    }
+
+    /// Looks a flow up, or inserts `make()`'s (true when inserted): one probe where
+    /// [`FlowTable::get_mut`] then [`FlowTable::insert`] take two or three.
+    pub fn get_or_insert_with(&mut self, key: &FlowKey, make: impl FnOnce() -> V) -> (&mut V, bool) {
+        let k = self.hashed(key);
+        match self.cur.entry(k) {
+            Entry::Occupied(e) => (e.into_mut(), false),
+            Entry::Vacant(e) => match self.old.remove(&k) {
+                Some(v) => (e.insert(v), false),
+                None => (e.insert(make()), true),
+            },
+        }
     }
 
     pub fn insert(&mut self, key: FlowKey, v: V) -> &mut V {
@@ -177,6 +194,20 @@ mod tests {
         }
         assert_eq!(t.evicted, gone);
         assert!(gone > 800);
+    }
+
+    #[test]
+    fn get_or_insert_finds_both_generations() {
+        let mut t = FlowTable::new(4, i64::MAX);
+        assert_eq!(t.get_or_insert_with(&key(1), || 1), (&mut 1, true));
+        assert_eq!(t.get_or_insert_with(&key(1), || 9), (&mut 1, false));
+        t.insert(key(2), 2);
+        t.maintain(0, &mut |_, _| {}); // full: key 1 and 2 become the previous generation
+        assert_eq!(t.get_or_insert_with(&key(2), || 9), (&mut 2, false), "found in the old generation");
+        assert_eq!(t.len(), 2);
+        t.insert(key(3), 3);
+        t.maintain(0, &mut |_, _| {}); // full again: key 1, left in the old generation, goes
+        assert_eq!(t.get_or_insert_with(&key(1), || 7), (&mut 7, true), "key 1 was dropped with its generation");
     }
 
     #[test]

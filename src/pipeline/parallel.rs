@@ -278,6 +278,19 @@ impl Sequencer {
 
 type WorkerHandle = JoinHandle<(Sorter<Observation>, WorkerStats)>;
 
+/// Lowers the calling worker thread's scheduling priority a little (nice +5). The thread that
+/// reads and decodes is the pipeline's narrowest stage: when there are more threads than cores,
+/// the workers, which have time to spare, should wait for it rather than the other way round.
+fn yield_to_reader() {
+    #[cfg(target_os = "linux")]
+    // Safety: plain system calls on this thread's own id; a failure only leaves the priority as it was.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, (now + 5).min(19));
+    }
+}
+
 fn spawn_workers(
     rules: &Arc<Rules>,
     opts: &Options,
@@ -296,6 +309,7 @@ fn spawn_workers(
         let h = std::thread::Builder::new()
             .name(format!("kavwatch-worker-{i}"))
             .spawn(move || {
+                yield_to_reader();
                 let mut w = Worker::new(rules, limits);
                 for mut batch in rx {
                     batch.raise_clocks();

@@ -137,6 +137,16 @@ fn read_name(m: &[u8], at: usize) -> Result<(String, usize), DnsError> {
 
 /// Parses a DNS message. Only the header, the questions and the answer section are read.
 pub fn parse(m: &[u8]) -> Result<DnsMessage, DnsError> {
+    parse_sections(m, true)
+}
+
+/// [`parse`] of the header and questions only (`answers` left empty): what the reader needs to
+/// tell whether a response names anything watched, before it reads the answers.
+pub fn parse_questions(m: &[u8]) -> Result<DnsMessage, DnsError> {
+    parse_sections(m, false)
+}
+
+fn parse_sections(m: &[u8], answers: bool) -> Result<DnsMessage, DnsError> {
     if m.len() < 12 {
         return Err(DnsError::Truncated);
     }
@@ -160,8 +170,9 @@ pub fn parse(m: &[u8]) -> Result<DnsMessage, DnsError> {
         msg.questions.push(Question { name, qtype });
         pos = next + 4;
     }
-    if qd > MAX_QUESTIONS {
-        return Ok(msg); // no sane message has this many; keep the questions, skip the rest
+    if qd > MAX_QUESTIONS || !answers {
+        // Questions only: asked for, or so many that no sane message has them.
+        return Ok(msg);
     }
     for _ in 0..an.min(MAX_ANSWERS) {
         let (name, next) = read_name(m, pos)?;

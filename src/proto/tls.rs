@@ -191,13 +191,27 @@ fn concat_handshake(stream: &[u8]) -> Result<(Vec<u8>, u16), TlsError> {
 
 /// Parses the ClientHello at the start of a client's stream.
 pub fn parse_client_hello(stream: &[u8]) -> Result<ClientHello, TlsError> {
+    client_hello(stream, true)
+}
+
+/// [`parse_client_hello`] without what only a kept observation needs: the same outcome (the
+/// same errors, server name, ECH flag, legacy version and record count), but no ALPN, supported
+/// versions or fingerprint parts. Most ClientHellos name no watched server; collecting their
+/// lists cost about a dozen allocations each. Parse again with [`parse_client_hello`] when
+/// the ClientHello is kept.
+pub fn parse_client_hello_name(stream: &[u8]) -> Result<ClientHello, TlsError> {
+    client_hello(stream, false)
+}
+
+fn client_hello(stream: &[u8], full: bool) -> Result<ClientHello, TlsError> {
     let (hs, records) = handshake_message(stream)?;
     let ch = match tls_parser::parse_tls_message_handshake(&hs) {
         Ok((_, TlsMessage::Handshake(TlsMessageHandshake::ClientHello(ch)))) => ch,
         Ok(_) => return Err(TlsError::NotClientHello),
         Err(_) => return Err(TlsError::Malformed("ClientHello body")),
     };
-    let ciphers: Vec<u16> = ch.ciphers.iter().map(|c| c.0).filter(|c| !is_grease(*c)).collect();
+    let ciphers: Vec<u16> =
+        if full { ch.ciphers.iter().map(|c| c.0).filter(|c| !is_grease(*c)).collect() } else { Vec::new() };
     let mut out = ClientHello {
         sni: None,
         legacy_version: ch.version.0,
@@ -221,6 +235,22 @@ pub fn parse_client_hello(stream: &[u8]) -> Result<ClientHello, TlsError> {
         };
         exts = &exts[4 + len..];
         if is_grease(t) {
+            continue;
+        }
+        if !full {
+            // Only what decides whether the ClientHello is kept; every other extension's
+            // errors are ignored by the full parse too, so the outcome is the same.
+            match t {
+                EXT_SNI => {
+                    if let Ok((_, TlsExtension::SNI(names))) = tls_parser::parse_tls_extension(one)
+                        && let Some((_, name)) = names.iter().find(|(ty, _)| ty.0 == 0)
+                    {
+                        out.sni = Some(normalize_name(name));
+                    }
+                }
+                EXT_ECH => out.ech = true,
+                _ => {}
+            }
             continue;
         }
         ext_types.push(t);
@@ -352,6 +382,26 @@ pub(crate) mod tests {
         assert!(ch.ech, "Chrome sends an ECH (GREASE) extension");
         assert!(!parse_client_hello(TLS12).unwrap().ech);
         assert_eq!(ch.ja4().len(), 36, "{}", ch.ja4());
+    }
+
+    /// The name-only parse the worker decides on agrees with the full one, cut anywhere.
+    #[test]
+    fn name_only_parse_agrees() {
+        for hello in [TLS13_ALPN, TLS12, CURL, CHROME_PQ] {
+            for n in 0..=hello.len() {
+                let (a, b) = (parse_client_hello_name(&hello[..n]), parse_client_hello(&hello[..n]));
+                match (a, b) {
+                    (Ok(a), Ok(b)) => {
+                        assert_eq!(
+                            (a.sni, a.ech, a.legacy_version, a.records),
+                            (b.sni, b.ech, b.legacy_version, b.records)
+                        );
+                        assert!(a.alpn.is_empty() && a.supported_versions.is_empty());
+                    }
+                    (a, b) => assert_eq!(a.map(|_| ()), b.map(|_| ()), "prefix {n}"),
+                }
+            }
+        }
     }
 
     /// The same handshake message cut into 100-byte records, as `-max_send_frag` or a

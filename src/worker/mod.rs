@@ -569,16 +569,47 @@ impl Worker {
 
     /// A ClientHello (over TCP, or QUIC when `quic_version` is set): an observation if a rule matches its SNI.
     fn client_hello(&mut self, m: &PacketMeta, ch: &tls::ClientHello, quic_version: Option<u32>) {
+        if let Some(rule) = self.client_hello_kept(m, ch, quic_version) {
+            self.client_hello_observed(m, ch, rule, quic_version);
+        }
+    }
+
+    /// Whether a ClientHello becomes an observation (`Some`, with the rule its name matched, or
+    /// `None` for an attribution candidate); a port rule's Security Center contact is recorded
+    /// here. Needs only the name and ECH flag ([`tls::parse_client_hello_name`]).
+    fn client_hello_kept(
+        &mut self,
+        m: &PacketMeta,
+        ch: &tls::ClientHello,
+        quic_version: Option<u32>,
+    ) -> Option<Option<u32>> {
         let rule = ch.sni.as_deref().and_then(|sni| self.match_name(sni));
         if rule.is_none() && quic_version.is_none() && self.rules.find_port(m.dst().1, IPPROTO_TCP).is_some() {
             self.ksc_contact(m, KscContact::Tls);
-            return;
+            return None;
         }
         // No name, or only an ECH provider's public one: the address may still say who it is.
         let candidate = rule.is_none() && (ch.sni.is_none() || ch.ech);
         if rule.is_none() && !candidate {
-            return;
+            return None;
         }
+        if candidate && !m.attributable {
+            // What `candidate` would count, before building a detail it would throw away
+            // (Chrome's GREASE ECH makes most of its ClientHellos candidates).
+            self.stats.attribution_unmapped += 1;
+            return None;
+        }
+        Some(rule)
+    }
+
+    /// The observation of a kept ClientHello (fully parsed).
+    fn client_hello_observed(
+        &mut self,
+        m: &PacketMeta,
+        ch: &tls::ClientHello,
+        rule: Option<u32>,
+        quic_version: Option<u32>,
+    ) {
         let mut versions = ch.supported_versions.clone();
         if versions.is_empty() {
             versions.push(ch.legacy_version);
@@ -846,13 +877,10 @@ impl Worker {
             // The addresses and ports are reused by a new connection: start over.
             self.drop_flow(&m.key);
         }
-        if self.flows.get_mut(&m.key).is_none() {
+        let (flow, created) = self.flows.get_or_insert_with(&m.key, TcpFlow::new);
+        if created {
             self.stats.tcp_flows += 1;
-            self.flows.insert(m.key, TcpFlow::new());
         }
-        let Some(flow) = self.flows.get_mut(&m.key) else {
-            return;
-        };
         if syn {
             flow.isn[dir] = Some(seq.wrapping_add(1));
             if flags & TCP_ACK == 0 {
@@ -879,6 +907,27 @@ impl Worker {
         }
         if flow.client.is_some_and(|c| c != m.reverse) {
             return; // the server's side: nothing we read
+        }
+        // The usual TLS connection: a ClientHello whole in the first segment of a fresh stream,
+        // read where it lies instead of copied into a stream first. Only where feeding it would
+        // put it at the stream's start within every limit, so the outcome is the same.
+        if flow.app == App::Unknown
+            && flow.streams[dir].is_none()
+            && flow.isn[dir].is_none_or(|isn| isn == seq)
+            && payload.len() <= STREAM_CAP
+            && self.reassembly_held + payload.len() <= self.limits.reassembly_bytes
+            && tls::looks_like_tls(payload)
+        {
+            // What the stream's first segment would decide below.
+            flow.app = App::Tls;
+            flow.client = Some(m.reverse);
+            self.stage = Stage::Tls;
+            self.planted.parser(payload);
+            let named = tls::parse_client_hello_name(payload);
+            if !matches!(named, Err(tls::TlsError::Incomplete)) {
+                self.tls_hello(m, named, |_| tls::parse_client_hello(payload).ok());
+                return;
+            }
         }
         if !self.feed(m, dir, seq, payload, STREAM_CAP) {
             return;
@@ -1013,16 +1062,37 @@ impl Worker {
         };
         self.stage = Stage::Tls;
         self.planted.parser(data);
-        match tls::parse_client_hello(data) {
+        let named = tls::parse_client_hello_name(data);
+        self.tls_hello(m, named, |w| {
+            let data = w.flows.get_mut(&m.key).and_then(|f| f.streams[dir].as_ref()).map(|s| s.data())?;
+            tls::parse_client_hello(data).ok()
+        });
+    }
+
+    /// What the start of a client's TLS stream comes to, parsed by name; `full` parses it again
+    /// in full (versions, ALPN, fingerprints) when it is kept, which succeeds wherever the
+    /// name-only parse did.
+    fn tls_hello(
+        &mut self,
+        m: &PacketMeta,
+        named: Result<tls::ClientHello, tls::TlsError>,
+        full: impl FnOnce(&mut Self) -> Option<tls::ClientHello>,
+    ) {
+        match named {
             Err(tls::TlsError::Incomplete) => {}
             Err(_) => {
                 self.stats.tls_malformed += 1;
                 self.done(m);
             }
-            Ok(ch) => {
+            Ok(named) => {
                 self.stats.tls_client_hellos += 1;
+                let Some(rule) = self.client_hello_kept(m, &named, None) else {
+                    self.done(m);
+                    return;
+                };
+                let ch = full(self).unwrap_or(named);
                 self.done(m);
-                self.client_hello(m, &ch, None);
+                self.client_hello_observed(m, &ch, rule, None);
             }
         }
     }

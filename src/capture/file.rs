@@ -378,7 +378,17 @@ impl CaptureReader {
     }
 
     /// Makes at least `need` unread bytes available; false at end of input before that.
+    #[inline(always)]
     fn fill(&mut self, need: usize) -> Result<bool, CaptureError> {
+        // The usual case (always, for a mapped file but at its end) without a call.
+        if self.end - self.start >= need {
+            return Ok(true);
+        }
+        self.fill_more(need)
+    }
+
+    #[inline(never)]
+    fn fill_more(&mut self, need: usize) -> Result<bool, CaptureError> {
         while self.end - self.start < need {
             if self.eof {
                 return Ok(false);

@@ -159,6 +159,44 @@ impl Dispatcher {
 #[derive(Default)]
 pub(crate) struct AnsweredAddrs {
     set: rustc_hash::FxHashSet<IpAddr>,
+    /// A bit per hash of the addresses in `set`: most packets go elsewhere, and one bit tells
+    /// without hashing the address into the set.
+    seen: AddrBits,
+}
+
+/// A one-hash Bloom filter of addresses (64 Kibit).
+struct AddrBits(Box<[u64; 1024]>);
+
+impl Default for AddrBits {
+    fn default() -> AddrBits {
+        AddrBits(Box::new([0; 1024]))
+    }
+}
+
+impl AddrBits {
+    #[inline]
+    fn bit(addr: &IpAddr) -> usize {
+        let v = match addr {
+            IpAddr::V4(a) => u64::from(a.to_bits()),
+            IpAddr::V6(a) => {
+                let b = a.to_bits();
+                (b as u64) ^ ((b >> 64) as u64)
+            }
+        };
+        (v.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 48) as usize
+    }
+    fn set(&mut self, addr: &IpAddr) {
+        let b = Self::bit(addr);
+        self.0[b / 64] |= 1 << (b % 64);
+    }
+    #[inline]
+    fn get(&self, addr: &IpAddr) -> bool {
+        let b = Self::bit(addr);
+        self.0[b / 64] & (1 << (b % 64)) != 0
+    }
+    fn clear(&mut self) {
+        self.0.fill(0);
+    }
 }
 
 /// Addresses remembered; past this the set starts over (the sink's own map is the precise one).
@@ -190,12 +228,16 @@ impl AnsweredAddrs {
     pub(crate) fn insert(&mut self, addrs: &[IpAddr]) {
         if self.set.len() >= ANSWERED_MAX {
             self.set.clear();
+            self.seen.clear();
         }
         self.set.extend(addrs.iter().copied());
+        for a in addrs {
+            self.seen.set(a);
+        }
     }
 
     pub(crate) fn contains(&self, addr: &IpAddr) -> bool {
-        !self.set.is_empty() && self.set.contains(addr)
+        !self.set.is_empty() && self.seen.get(addr) && self.set.contains(addr)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -431,5 +473,24 @@ impl<S: PacketSink> Reader<S> {
             payload_len: 0,
         };
         self.dispatch.push(meta, d.payload, map, hash);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bit filter in front of the set never hides an address the set holds.
+    #[test]
+    fn answered_addrs_filter_has_no_false_negatives() {
+        let mut a = AnsweredAddrs::default();
+        let v4: Vec<IpAddr> = (0..5000u32).map(|i| IpAddr::from((0x0a00_0000 + i * 7919).to_be_bytes())).collect();
+        let v6: Vec<IpAddr> = (0..5000u128).map(|i| IpAddr::from((i << 64 | i * 104_729).to_be_bytes())).collect();
+        assert!(!a.contains(&v4[0]));
+        a.insert(&v4);
+        a.insert(&v6);
+        assert!(v4.iter().chain(&v6).all(|x| a.contains(x)));
+        let others = (0..5000u32).map(|i| IpAddr::from((0xc0a8_0000 + i).to_be_bytes()));
+        assert!(others.filter(|x| a.contains(x)).count() == 0, "the set decides");
     }
 }

@@ -485,7 +485,7 @@ mod tests {
     fn answered_addrs_filter_has_no_false_negatives() {
         let mut a = AnsweredAddrs::default();
         let v4: Vec<IpAddr> = (0..5000u32).map(|i| IpAddr::from((0x0a00_0000 + i * 7919).to_be_bytes())).collect();
-        let v6: Vec<IpAddr> = (0..5000u128).map(|i| IpAddr::from((i << 64 | i * 104_729).to_be_bytes())).collect();
+        let v6: Vec<IpAddr> = (0..5000u128).map(|i| IpAddr::from(((i << 64) | (i * 104_729)).to_be_bytes())).collect();
         assert!(!a.contains(&v4[0]));
         a.insert(&v4);
         a.insert(&v6);

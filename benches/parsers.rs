@@ -29,6 +29,36 @@ fn tcp_frame(payload: &[u8]) -> Vec<u8> {
     f
 }
 
+/// `inner` in VXLAN (VNI 42) over UDP 4789 over IPv4 over Ethernet, as a cloud mirror sends it.
+fn vxlan_frame(inner: &[u8]) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 3], [2, 0, 0, 0, 0, 4])
+        .ipv4([172, 16, 0, 1], [172, 16, 0, 2], 64)
+        .udp(49152, 4789);
+    let mut f = Vec::new();
+    b.write(&mut f, &[&[0x08, 0, 0, 0, 0, 0, 42, 0][..], inner].concat()).unwrap();
+    f
+}
+
+/// `inner` in ERSPAN type III (session 7, no platform sub-header) over GRE over IPv4, as a
+/// switch's remote SPAN sends it.
+fn erspan3_frame(inner: &[u8]) -> Vec<u8> {
+    let gre = [0x10, 0x00, 0x22, 0xeb, 0, 0, 0, 1]; // S flag, ERSPAN III, sequence 1
+    let erspan = [0x20, 0x00, 0x00, 0x07, 0, 0, 0, 0, 0, 0, 0, 0]; // ver 2, VLAN 0, session 7
+    let payload = [&gre[..], &erspan, inner].concat();
+    let ip = etherparse::Ipv4Header::new(
+        payload.len() as u16,
+        64,
+        etherparse::IpNumber::GRE,
+        [172, 16, 0, 1],
+        [172, 16, 0, 2],
+    )
+    .expect("a small payload");
+    let mut f = vec![2, 0, 0, 0, 0, 4, 2, 0, 0, 0, 0, 3, 0x08, 0x00];
+    ip.write(&mut f).unwrap();
+    f.extend_from_slice(&payload);
+    f
+}
+
 fn dns_query(name: &str) -> Vec<u8> {
     let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
     for l in name.split('.') {
@@ -87,6 +117,13 @@ fn benches(c: &mut Criterion) {
     c.bench_function("decode ethernet/ipv4/tcp frame", |b| {
         b.iter(|| black_box(decode::decode(1, black_box(&frame))).is_packet())
     });
+    let cfg = decode::DecodeConfig::default();
+    for (label, f) in [("VXLAN", vxlan_frame(&frame)), ("ERSPAN III", erspan3_frame(&frame))] {
+        assert!(decode::decode_with(&cfg, 1, &f).is_packet(), "{label} frame decodes");
+        c.bench_function(&format!("decode {label}/ethernet/ipv4/tcp frame"), |b| {
+            b.iter(|| black_box(decode::decode_with(&cfg, 1, black_box(&f))).is_packet())
+        });
+    }
     let q = dns_query("dnl-03.geo.kaspersky.com");
     c.bench_function("dns parse HTTPS query", |b| b.iter(|| dns::parse(black_box(&q)).is_ok()));
     c.bench_function("tls parse ClientHello 1849 B (PQ)", |b| {

@@ -222,6 +222,9 @@ pub fn decap(data: &[u8]) {
     let cfg = decode::DecodeConfig { split_by_overlay: sel & 8 != 0, ..decode::DecodeConfig::default() };
     let out = decode::decode_with(&cfg, linktype, frame);
     assert!(out.tunnels().len() <= decode::MAX_ENCAP_DEPTH);
+    // The fast paths (plain Ethernet, and one tunnel around it) give what the layers give.
+    let layered = decode::decode_layered(&cfg, linktype, frame);
+    assert_eq!(format!("{out:?}"), format!("{layered:?}"), "fast path and layers differ");
     if let Outcome::Packet(d) = &out {
         assert!(cfg.split_by_overlay || d.vlan.overlay().is_none());
     }

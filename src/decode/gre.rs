@@ -2,7 +2,7 @@
 //! and ERSPAN type I, II and III carried in it.
 
 use super::ether::{ETH_IPV4, ETH_IPV6, ETH_MPLS, ETH_MPLS_MC, ETH_TEB};
-use super::{Ctx, Proto, SkipCause, Step, TunnelKind, TunnelLayer, be16, be32};
+use super::{Ctx, Proto, SkipCause, Step, TunnelKind, TunnelLayer, Tunnels, be16, be32};
 
 const GRE_C: u16 = 0x8000;
 const GRE_R: u16 = 0x4000;
@@ -18,19 +18,82 @@ const LE: Option<TunnelKind> = Some(TunnelKind::Erspan);
 const TOO_DEEP: Step<'static> = Step::Skip(SkipCause::TooDeep);
 
 pub(super) fn gre<'a>(data: &'a [u8], cx: &mut Ctx<'_>) -> Step<'a> {
-    let (Some(flags), Some(proto)) = (be16(data, 0), be16(data, 2)) else {
-        return Step::Malformed(L, "GRE header truncated");
-    };
-    let version = (flags & 7) as u8;
-    if version == 1 {
-        // PPTP's enhanced GRE (RFC 2637): not followed.
-        if !cx.enter(TunnelLayer::new(TunnelKind::Gre, None)) {
-            return TOO_DEEP;
+    let h = match header(data) {
+        Gre::V0(h) => h,
+        Gre::V1 => {
+            // PPTP's enhanced GRE (RFC 2637): not followed.
+            if !cx.enter(TunnelLayer::new(TunnelKind::Gre, None)) {
+                return TOO_DEEP;
+            }
+            return Step::Skip(SkipCause::GreVersion(1));
         }
-        return Step::Skip(SkipCause::GreVersion(1));
+        Gre::Malformed(what) => return Step::Malformed(L, what),
+    };
+    if !cx.enter(TunnelLayer::new(TunnelKind::Gre, h.key)) {
+        return TOO_DEEP;
     }
-    if version != 0 {
-        return Step::Malformed(L, "GRE version neither 0 nor 1");
+    if h.key.is_some() {
+        cx.overlay = h.key;
+    }
+    let inner = h.inner;
+    match h.proto {
+        ETH_IPV4 | ETH_IPV6 => Step::Next(Proto::Ip, inner),
+        ETH_TEB => Step::Next(Proto::Ether, inner),
+        GRE_ERSPAN_2 if !h.seq => {
+            // Type I: no ERSPAN header.
+            if !cx.enter(TunnelLayer::new(TunnelKind::Erspan, None)) {
+                return TOO_DEEP;
+            }
+            Step::Next(Proto::Ether, inner)
+        }
+        GRE_ERSPAN_2 => match erspan2(inner) {
+            Ok((layer, inner)) if cx.enter(layer) => Step::Next(Proto::Ether, inner),
+            Ok(_) => TOO_DEEP,
+            Err(what) => Step::Malformed(LE, what),
+        },
+        GRE_ERSPAN_3 => match erspan3(inner) {
+            Ok((layer, frame_type, inner)) => {
+                if !cx.enter(layer) {
+                    return TOO_DEEP;
+                }
+                match frame_type {
+                    0 => Step::Next(Proto::Ether, inner),
+                    2 => Step::Next(Proto::Ip, inner),
+                    _ => Step::Malformed(LE, "ERSPAN III frame type neither Ethernet nor IP"),
+                }
+            }
+            Err(what) => Step::Malformed(LE, what),
+        },
+        ETH_MPLS | ETH_MPLS_MC => Step::Next(Proto::Mpls, inner),
+        GRE_PPP => Step::Next(Proto::Ppp, inner),
+        p => Step::Skip(SkipCause::GreProto(p)),
+    }
+}
+
+/// A GRE header of version 0, read.
+struct GreHeader<'a> {
+    key: Option<u32>,
+    /// The S flag: a sequence number is present (it tells ERSPAN II from type I).
+    seq: bool,
+    proto: u16,
+    inner: &'a [u8],
+}
+
+enum Gre<'a> {
+    V0(GreHeader<'a>),
+    /// PPTP's enhanced GRE.
+    V1,
+    Malformed(&'static str),
+}
+
+fn header(data: &[u8]) -> Gre<'_> {
+    let (Some(flags), Some(proto)) = (be16(data, 0), be16(data, 2)) else {
+        return Gre::Malformed("GRE header truncated");
+    };
+    match flags & 7 {
+        0 => {}
+        1 => return Gre::V1,
+        _ => return Gre::Malformed("GRE version neither 0 nor 1"),
     }
     let mut at = 4;
     if flags & (GRE_C | GRE_R) != 0 {
@@ -38,7 +101,7 @@ pub(super) fn gre<'a>(data: &'a [u8], cx: &mut Ctx<'_>) -> Step<'a> {
     }
     let mut key = None;
     if flags & GRE_K != 0 {
-        let Some(k) = be32(data, at) else { return Step::Malformed(L, "GRE key truncated") };
+        let Some(k) = be32(data, at) else { return Gre::Malformed("GRE key truncated") };
         key = Some(k);
         at += 4;
     }
@@ -52,7 +115,7 @@ pub(super) fn gre<'a>(data: &'a [u8], cx: &mut Ctx<'_>) -> Step<'a> {
         let mut n = 0;
         loop {
             let (Some(af), Some(&len)) = (be16(data, at), data.get(at + 3)) else {
-                return Step::Malformed(L, "GRE routing truncated");
+                return Gre::Malformed("GRE routing truncated");
             };
             at += 4 + usize::from(len);
             n += 1;
@@ -60,33 +123,38 @@ pub(super) fn gre<'a>(data: &'a [u8], cx: &mut Ctx<'_>) -> Step<'a> {
                 break;
             }
             if n > 16 {
-                return Step::Malformed(L, "GRE routing too long");
+                return Gre::Malformed("GRE routing too long");
             }
         }
     }
-    let Some(inner) = data.get(at..) else { return Step::Malformed(L, "GRE header truncated") };
-    if !cx.enter(TunnelLayer::new(TunnelKind::Gre, key)) {
-        return TOO_DEEP;
+    match data.get(at..) {
+        Some(inner) => Gre::V0(GreHeader { key, seq, proto, inner }),
+        None => Gre::Malformed("GRE header truncated"),
     }
-    if key.is_some() {
-        cx.overlay = key;
+}
+
+/// The Ethernet frame a GRE header carries bridged (0x6558) or mirrored (ERSPAN I, II, III of
+/// an Ethernet frame), for the tunnel fast path: the layers go on `tunnels`, as [`gre`] adds
+/// them; returns the overlay id (the GRE key) and the frame. None for anything else, including
+/// what [`gre`] counts as malformed.
+#[inline]
+pub(super) fn ether_in_gre<'a>(data: &'a [u8], tunnels: &mut Tunnels) -> Option<(Option<u32>, &'a [u8])> {
+    let Gre::V0(h) = header(data) else { return None };
+    let gre = TunnelLayer::new(TunnelKind::Gre, h.key);
+    let (erspan, inner) = match h.proto {
+        ETH_TEB => (None, h.inner),
+        GRE_ERSPAN_2 if !h.seq => (Some(TunnelLayer::new(TunnelKind::Erspan, None)), h.inner),
+        GRE_ERSPAN_2 => erspan2(h.inner).ok().map(|(l, inner)| (Some(l), inner))?,
+        GRE_ERSPAN_3 => match erspan3(h.inner) {
+            Ok((l, 0, inner)) => (Some(l), inner),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    if !tunnels.push(gre) || erspan.is_some_and(|l| !tunnels.push(l)) {
+        return None;
     }
-    match proto {
-        ETH_IPV4 | ETH_IPV6 => Step::Next(Proto::Ip, inner),
-        ETH_TEB => Step::Next(Proto::Ether, inner),
-        GRE_ERSPAN_2 if !seq => {
-            // Type I: no ERSPAN header.
-            if !cx.enter(TunnelLayer::new(TunnelKind::Erspan, None)) {
-                return TOO_DEEP;
-            }
-            Step::Next(Proto::Ether, inner)
-        }
-        GRE_ERSPAN_2 => erspan2(inner, cx),
-        GRE_ERSPAN_3 => erspan3(inner, cx),
-        ETH_MPLS | ETH_MPLS_MC => Step::Next(Proto::Mpls, inner),
-        GRE_PPP => Step::Next(Proto::Ppp, inner),
-        p => Step::Skip(SkipCause::GreProto(p)),
-    }
+    Some((h.key, inner))
 }
 
 fn erspan_layer(vlan: u16, session: u16) -> TunnelLayer {
@@ -94,41 +162,31 @@ fn erspan_layer(vlan: u16, session: u16) -> TunnelLayer {
 }
 
 /// ERSPAN type II: Ver(4)=1 VLAN(12) | COS(3) En(2) T(1) session id(10) | reserved(12) index(20).
-fn erspan2<'a>(data: &'a [u8], cx: &mut Ctx<'_>) -> Step<'a> {
+fn erspan2(data: &[u8]) -> Result<(TunnelLayer, &[u8]), &'static str> {
     let (Some(a), Some(b), Some(inner)) = (be16(data, 0), be16(data, 2), data.get(8..)) else {
-        return Step::Malformed(LE, "ERSPAN II header truncated");
+        return Err("ERSPAN II header truncated");
     };
     if a >> 12 != 1 {
-        return Step::Malformed(LE, "ERSPAN II version not 1");
+        return Err("ERSPAN II version not 1");
     }
-    if !cx.enter(erspan_layer(a, b)) {
-        return TOO_DEEP;
-    }
-    Step::Next(Proto::Ether, inner)
+    Ok((erspan_layer(a, b), inner))
 }
 
 /// ERSPAN type III: Ver(4)=2 VLAN(12) | COS(3) BSO(2) T(1) session id(10) | timestamp(32) |
 /// SGT(16) | P(1) FT(5) HW ID(6) D(1) Gra(2) O(1), then an 8-byte platform sub-header if O.
-fn erspan3<'a>(data: &'a [u8], cx: &mut Ctx<'_>) -> Step<'a> {
+/// Returns the layer, the frame type (0 Ethernet, 2 IP) and what follows.
+fn erspan3(data: &[u8]) -> Result<(TunnelLayer, u8, &[u8]), &'static str> {
     let (Some(a), Some(b), Some(&flags_hi), Some(&flags_lo)) =
         (be16(data, 0), be16(data, 2), data.get(10), data.get(11))
     else {
-        return Step::Malformed(LE, "ERSPAN III header truncated");
+        return Err("ERSPAN III header truncated");
     };
     if a >> 12 != 2 {
-        return Step::Malformed(LE, "ERSPAN III version not 2");
+        return Err("ERSPAN III version not 2");
     }
     let len = if flags_lo & 1 != 0 { 20 } else { 12 };
-    let Some(inner) = data.get(len..) else { return Step::Malformed(LE, "ERSPAN III sub-header truncated") };
-    let frame_type = (flags_hi >> 2) & 0x1f;
-    if !cx.enter(erspan_layer(a, b)) {
-        return TOO_DEEP;
-    }
-    match frame_type {
-        0 => Step::Next(Proto::Ether, inner),
-        2 => Step::Next(Proto::Ip, inner),
-        _ => Step::Malformed(LE, "ERSPAN III frame type neither Ethernet nor IP"),
-    }
+    let Some(inner) = data.get(len..) else { return Err("ERSPAN III sub-header truncated") };
+    Ok((erspan_layer(a, b), (flags_hi >> 2) & 0x1f, inner))
 }
 
 #[cfg(test)]

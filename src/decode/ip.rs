@@ -9,7 +9,7 @@ use super::{Ctx, IPPROTO_TCP, IPPROTO_UDP, Proto, SkipCause, Step, Transport, Tu
 
 const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_IPV6: u8 = 41;
-const IPPROTO_GRE: u8 = 47;
+pub(super) const IPPROTO_GRE: u8 = 47;
 
 /// An IPv4 or IPv6 header (by its version nibble).
 #[inline]

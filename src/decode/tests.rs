@@ -117,6 +117,51 @@ pub(crate) fn samples() -> Vec<(u32, Vec<u8>)> {
     ]
 }
 
+/// One tunnel around a plain frame takes the tunnel fast path, and gives what the layers give;
+/// so do its near misses (cut short, lying, nested), which the fast path leaves to the layers.
+#[test]
+fn tunnel_fast_path_is_the_dispatcher() {
+    let s = samples();
+    // VXLAN, Geneve, ERSPAN II, ERSPAN III, GRE with a key (IPv4 inside: not the fast path).
+    let mut tunnels: Vec<Vec<u8>> = s[1..6].iter().map(|(_, f)| f.clone()).collect();
+    let inner = eth(0x0800, &ipv4_tcp(443));
+    // ERSPAN II and I, and GRE bridging, of a plain frame.
+    tunnels.push(eth(
+        0x0800,
+        &ipv4_raw(47, &cat(&[&[0x10, 0, 0x88, 0xbe, 0, 0, 0, 1], &[0x10, 5, 0, 7, 0, 0, 0, 0], &inner])),
+    ));
+    tunnels.push(eth(0x0800, &ipv4_raw(47, &cat(&[&[0, 0, 0x88, 0xbe], &inner]))));
+    tunnels.push(eth(0x0800, &ipv4_raw(47, &cat(&[&[0x20, 0, 0x65, 0x58, 0, 0, 0, 9], &inner]))));
+    let mut frames: Vec<Vec<u8>> = Vec::new();
+    for f in &tunnels {
+        frames.push(f.to_vec());
+        for cut in [1, 8, 20, 40] {
+            frames.push(f[..f.len().saturating_sub(cut)].to_vec());
+        }
+        for at in [14 + 20 + 8, 14 + 20 + 4, 14 + 20 + 12, 14 + 20 + 16] {
+            for v in [0x00, 0xff, 0x10] {
+                let mut g = f.to_vec();
+                if let Some(b) = g.get_mut(at) {
+                    *b = v;
+                    frames.push(g);
+                }
+            }
+        }
+    }
+    let mut taken = 0;
+    for f in &frames {
+        for cfg in [DecodeConfig::default(), DecodeConfig { split_by_overlay: true, ..DecodeConfig::default() }] {
+            let fast = decode_with(&cfg, 1, f);
+            assert_eq!(format!("{fast:?}"), format!("{:?}", dispatch(&cfg, 1, f)));
+            if let Err(Some(r)) = fast_path::<Skipped, Malformed>(&cfg, 1, f) {
+                taken += usize::from(tunnel_fast(&cfg, &r).is_some());
+            }
+        }
+    }
+    // The six single tunnels around a plain frame whole, in both configurations, at the least.
+    assert!(taken >= 12, "the tunnel fast path took {taken}");
+}
+
 #[test]
 fn fast_path_is_the_dispatcher() {
     let mut frames: Vec<Vec<u8>> = vec![eth(0x0800, &ipv4_tcp(443)), eth(0x86dd, &ipv6_udp(53, b"abc"))];

@@ -2,7 +2,7 @@
 //! (RFC 4380). What does not look like the tunnel is a plain UDP packet to that port.
 
 use super::ether::{ETH_IPV4, ETH_IPV6, ETH_TEB};
-use super::{Ctx, DecodeConfig, Proto, SkipCause, Step, Transport, TunnelKind, TunnelLayer};
+use super::{Ctx, DecodeConfig, Proto, SkipCause, Step, Transport, TunnelKind, TunnelLayer, Tunnels};
 
 const TEREDO_PORT: u16 = 3544;
 
@@ -54,18 +54,22 @@ fn vxlan<'a>(data: &'a [u8], cx: &mut Ctx<'_>) -> Option<Step<'a>> {
     if data.is_empty() {
         return None;
     }
-    let Some(h) = data.get(..8) else {
+    if data.len() < 8 {
         return Some(Step::Malformed(Some(TunnelKind::Vxlan), "VXLAN header truncated"));
-    };
-    if h[0] & 0x08 == 0 {
-        return None;
     }
-    let vni = u32::from_be_bytes([0, h[4], h[5], h[6]]);
+    let (vni, inner) = vxlan_header(data)?;
     if !cx.enter(TunnelLayer::new(TunnelKind::Vxlan, Some(vni))) {
         return Some(Step::Skip(SkipCause::TooDeep));
     }
     cx.overlay = Some(vni);
-    Some(Step::Next(Proto::Ether, &data[8..]))
+    Some(Step::Next(Proto::Ether, inner))
+}
+
+/// A whole VXLAN header with the I flag: the VNI and the Ethernet frame after it.
+#[inline]
+fn vxlan_header(data: &[u8]) -> Option<(u32, &[u8])> {
+    let h = data.get(..8)?;
+    (h[0] & 0x08 != 0).then(|| (u32::from_be_bytes([0, h[4], h[5], h[6]]), &data[8..]))
 }
 
 /// A VXLAN header with nothing but the I flag and the VNI set.
@@ -81,24 +85,63 @@ fn strict_geneve(d: &[u8]) -> bool {
 /// Geneve: Ver(2)=0 Opt len(6) | O C rsvd(6) | protocol type(16) | VNI(24) | reserved(8),
 /// then `opt len` 4-byte words of options. None: not Geneve (version not 0, too short).
 fn geneve<'a>(data: &'a [u8], cx: &mut Ctx<'_>) -> Option<Step<'a>> {
-    const L: Option<TunnelKind> = Some(TunnelKind::Geneve);
-    let h = data.get(..8)?;
-    if h[0] >> 6 != 0 {
-        return None;
-    }
-    let len = 8 + usize::from(h[0] & 0x3f) * 4;
-    let Some(inner) = data.get(len..) else { return Some(Step::Malformed(L, "Geneve options beyond the packet")) };
-    let vni = u32::from_be_bytes([0, h[4], h[5], h[6]]);
+    let (vni, proto, inner) = geneve_header(data)?;
+    let Some(inner) = inner else {
+        return Some(Step::Malformed(Some(TunnelKind::Geneve), "Geneve options beyond the packet"));
+    };
     if !cx.enter(TunnelLayer::new(TunnelKind::Geneve, Some(vni))) {
         return Some(Step::Skip(SkipCause::TooDeep));
     }
     cx.overlay = Some(vni);
-    Some(match u16::from_be_bytes([h[2], h[3]]) {
+    Some(match proto {
         ETH_TEB => Step::Next(Proto::Ether, inner),
         ETH_IPV4 | ETH_IPV6 => Step::Next(Proto::Ip, inner),
         // The protocol type is an ether type.
         et => Step::Next(Proto::EtherType(et), inner),
     })
+}
+
+/// A Geneve header of version 0: the VNI, the protocol type, and what follows the options
+/// (None when they run beyond the packet).
+#[inline]
+fn geneve_header(data: &[u8]) -> Option<(u32, u16, Option<&[u8]>)> {
+    let h = data.get(..8)?;
+    if h[0] >> 6 != 0 {
+        return None;
+    }
+    let len = 8 + usize::from(h[0] & 0x3f) * 4;
+    Some((u32::from_be_bytes([0, h[4], h[5], h[6]]), u16::from_be_bytes([h[2], h[3]]), data.get(len..)))
+}
+
+/// The Ethernet frame a UDP header carries in VXLAN or Geneve, decided as [`udp`] decides
+/// (the same ports, in the same order, and the same checks), for the tunnel fast path: the
+/// layer goes on `tunnels`; returns the VNI and the frame. None for anything else, including
+/// what [`udp`] counts as malformed.
+#[inline]
+pub(super) fn ether_in_udp<'a>(cfg: &DecodeConfig, data: &'a [u8], tunnels: &mut Tunnels) -> Option<(u32, &'a [u8])> {
+    let u = etherparse::UdpSlice::from_slice_lax(data).ok()?;
+    let (sport, dport, payload) = (u.source_port(), u.destination_port(), u.payload());
+    let vxlan = if cfg.is_vxlan_port(dport) {
+        true
+    } else if cfg.is_geneve_port(dport) {
+        false
+    } else if cfg.is_vxlan_port(sport) && strict_vxlan(payload) {
+        true
+    } else if cfg.is_geneve_port(sport) && strict_geneve(payload) {
+        false
+    } else {
+        return None;
+    };
+    let (kind, vni, inner) = if vxlan {
+        let (vni, inner) = vxlan_header(payload)?;
+        (TunnelKind::Vxlan, vni, inner)
+    } else {
+        match geneve_header(payload)? {
+            (vni, ETH_TEB, Some(inner)) => (TunnelKind::Geneve, vni, inner),
+            _ => return None,
+        }
+    };
+    tunnels.push(TunnelLayer::new(kind, Some(vni))).then_some((vni, inner))
 }
 
 /// Teredo: an optional authentication indicator (00 01, id len, auth len, id, auth, nonce(8),

@@ -99,6 +99,8 @@ pub struct CaptureReader {
     pager: Option<Pager>,
     /// Mapped files: the pager is told where the reader is when it passes this offset.
     tell_pager_at: usize,
+    /// Mapped files: pages below this were given back to the kernel.
+    released: usize,
     /// Mapped files: bytes below this were prefetched.
     prefetched: usize,
     start: usize,
@@ -251,6 +253,7 @@ impl CaptureReader {
             map: Some(map),
             pager,
             tell_pager_at: 0,
+            released: 0,
             prefetched: 0,
             start: 0,
             end,
@@ -296,12 +299,16 @@ impl CaptureReader {
         }
     }
 
-    /// Tells the pager where the reader is, every [`pager::STEP`] bytes.
+    /// Tells the pager where the reader is, and releases the pages behind it, every
+    /// [`pager::STEP`] bytes.
     #[inline]
     fn tell_pager(&mut self) {
         if self.start >= self.tell_pager_at {
             if let Some(p) = &self.pager {
                 p.advance(self.start);
+            }
+            if let Some(map) = &self.map {
+                pager::release_behind(map, self.start, &mut self.released);
             }
             self.tell_pager_at = self.start + pager::STEP;
         }
@@ -318,6 +325,7 @@ impl CaptureReader {
             map: None,
             pager: None,
             tell_pager_at: 0,
+            released: 0,
             prefetched: 0,
             start: 0,
             end: 0,

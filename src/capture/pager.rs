@@ -21,8 +21,9 @@ pub(super) const STEP: usize = 2 * 1024 * 1024;
 /// was no faster)...
 const AHEAD: usize = 2 * 1024 * 1024;
 /// ...and pages released this far behind it, so that pages that decoders and workers still read
-/// from queued chunks and batches (a few MB at most) are not released under them.
-const LAG: usize = 8 * 1024 * 1024;
+/// from queued chunks and batches (4 MB at most on the reference workload) are not released
+/// under them. With the step ahead, the window kept mapped is the 10 MB it was before the pager.
+const LAG: usize = 6 * 1024 * 1024;
 
 struct Shared {
     /// The reader's offset in the mapping.

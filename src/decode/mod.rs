@@ -705,19 +705,7 @@ fn fast_path<'a, S, M>(
     if linktype != link::LINKTYPE_ETHERNET {
         return Err(None);
     }
-    let f = ether_fast(cfg, frame)?;
-    Ok(Outcome::Packet(Decoded {
-        vlan: f.vlan,
-        src_mac: f.src_mac,
-        src: f.src,
-        dst: f.dst,
-        sport: f.sport,
-        dport: f.dport,
-        transport: f.transport,
-        payload: f.payload,
-        payload_cut: f.cut,
-        tunnels: Tunnels::EMPTY,
-    }))
+    Ok(Outcome::Packet(ether_fast(cfg, frame)?.decoded(Tunnels::EMPTY, None, false)))
 }
 
 /// What [`ether_fast`] read: a whole TCP or UDP packet.
@@ -731,6 +719,28 @@ struct FastPacket<'a> {
     transport: Transport,
     payload: &'a [u8],
     cut: bool,
+}
+
+impl<'a> FastPacket<'a> {
+    /// The decoded packet, inside `tunnels` (with the overlay id to key it by, and whether an
+    /// outer IP header was cut short).
+    #[inline(always)]
+    fn decoded(self, tunnels: Tunnels, overlay: Option<u32>, outer_cut: bool) -> Decoded<'a> {
+        let mut vlan = self.vlan;
+        vlan.overlay = overlay;
+        Decoded {
+            vlan,
+            src_mac: self.src_mac,
+            src: self.src,
+            dst: self.dst,
+            sport: self.sport,
+            dport: self.dport,
+            transport: self.transport,
+            payload: self.payload,
+            payload_cut: outer_cut | self.cut,
+            tunnels,
+        }
+    }
 }
 
 /// An Ethernet frame through VLAN tags and IP to TCP or UDP in one go: the fast path of plain
@@ -818,21 +828,8 @@ fn tunnel_fast<'a>(cfg: &DecodeConfig, r: &Resume<'a>) -> Option<Decap<'a>> {
         ip::IPPROTO_GRE => gre::ether_in_gre(r.data, &mut tunnels)?,
         _ => return None,
     };
-    let f = ether_fast(cfg, inner).ok()?;
-    let mut vlan = f.vlan;
-    vlan.overlay = if cfg.split_by_overlay { overlay } else { None };
-    Some(Outcome::Packet(Decoded {
-        vlan,
-        src_mac: f.src_mac,
-        src: f.src,
-        dst: f.dst,
-        sport: f.sport,
-        dport: f.dport,
-        transport: f.transport,
-        payload: f.payload,
-        payload_cut: r.cut | f.cut,
-        tunnels,
-    }))
+    let overlay = if cfg.split_by_overlay { overlay } else { None };
+    Some(Outcome::Packet(ether_fast(cfg, inner).ok()?.decoded(tunnels, overlay, r.cut)))
 }
 
 /// Goes on where [`fast_path`] stopped, with the layers.
